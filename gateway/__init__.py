@@ -1,0 +1,1 @@
+"""The edge collector: adapters → pipeline → spool → sinks."""

@@ -1,0 +1,148 @@
+"""The MQTT adapter: one paho client, many subscriptions, QoS 1 acknowledged after the spool.
+
+paho runs its own network thread; every callback here hands work to the gateway's emitter,
+which is thread-safe. The PUBACK of a QoS 1 message is sent only once its samples are
+durable (paho ``manual_ack``), and with a persistent session the broker keeps what arrives
+while the gateway is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from functools import partial
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ...config import SiteConfig
+from ...errors import PayloadError
+from ..base import Emitter
+from .config import MqttAdapterConfig
+from .payload import CompiledSubscription, decode
+
+log = logging.getLogger(__name__)
+
+
+class MqttAdapter:
+    config_model: ClassVar[type[MqttAdapterConfig]] = MqttAdapterConfig
+
+    def __init__(self, config: MqttAdapterConfig, *, site: SiteConfig, emitter: Emitter) -> None:
+        self.config = config
+        self._emitter = emitter
+        self._site = site
+        mqtt_settings = site.mqtt
+        url = config.broker or (mqtt_settings.url if mqtt_settings else "mqtt://127.0.0.1:1883")
+        parts = urlsplit(url)
+        self._host = parts.hostname or "127.0.0.1"
+        self._tls = parts.scheme == "mqtts"
+        self._port = parts.port or (8883 if self._tls else 1883)
+        base_id = mqtt_settings.client_id if mqtt_settings else "microfactory-gateway"
+        self._client_id = config.client_id or f"{base_id}-{config.name}"
+        self._subs = [CompiledSubscription(s) for s in config.subscriptions]
+        self._known_machines = {m.id for m in site.machines}
+        self._client: mqtt.Client | None = None
+        self._down_since_ns: int | None = None
+        self.messages = 0
+
+    async def start(self) -> None:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            clean_session=not self.config.persistent_session,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        settings = self._site.mqtt
+        if settings and settings.username and not self.config.broker:
+            client.username_pw_set(settings.username, settings.password)
+        if self._tls:
+            client.tls_set()
+        # The broker holds up to its queue limit for us; we keep 1000 unacked in flight.
+        client.max_inflight_messages_set(1000)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        self._emitter.connection(self.config.name, "connecting")
+        client.connect_async(self._host, self._port, keepalive=30)
+        client.loop_start()
+
+    async def stop(self, timeout_s: float) -> None:
+        client = self._client
+        if client is None:
+            return
+        client.disconnect()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(client.loop_stop), timeout_s)
+        except TimeoutError:
+            log.warning(
+                "mqtt adapter %s: network thread did not stop in %.1fs", self.config.name, timeout_s
+            )
+        self._emitter.connection(self.config.name, "stopped")
+
+    # ------------------------------------------------------------ paho callbacks (its thread)
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("mqtt adapter %s: broker refused connection: %s", self.config.name, reason)
+            return
+        log.info("mqtt adapter %s: connected to %s:%d", self.config.name, self._host, self._port)
+        client.subscribe([(s.sub.filter, s.sub.qos) for s in self._subs])
+        self._emitter.connection(self.config.name, "connected")
+        if self._down_since_ns is not None:
+            now = time.time_ns()
+            for machine in sorted(self.config.machines_referenced()):
+                self._emitter.gap(machine, self._down_since_ns, now, "mqtt broker connection lost")
+            self._down_since_ns = None
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if self._down_since_ns is None:
+            self._down_since_ns = time.time_ns()
+        log.warning("mqtt adapter %s: disconnected (%s)", self.config.name, reason)
+        self._emitter.connection(self.config.name, "disconnected")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        ack = partial(client.ack, msg.mid, msg.qos) if msg.qos else None
+        try:
+            self._handle(msg.topic, msg.payload, ack)
+        except Exception as err:  # top-level guard: a bad message must never kill the thread
+            log.exception("mqtt adapter %s: unexpected error on %s", self.config.name, msg.topic)
+            self._emitter.dead_letter(
+                self.config.name, msg.topic, f"internal error: {err!r}", bytes(msg.payload), ack
+            )
+
+    def _handle(self, topic: str, payload: bytes, ack: Any) -> None:
+        self.messages += 1
+        receive_ns = time.time_ns()
+        reason: str | None = None
+        if len(payload) > self.config.max_payload_bytes:
+            reason = f"payload of {len(payload)} bytes exceeds max_payload_bytes={self.config.max_payload_bytes}"
+        else:
+            for compiled in self._subs:
+                captured = compiled.match(topic)
+                if captured is None:
+                    continue
+                machine = captured.get("machine")
+                if machine is not None and machine not in self._known_machines:
+                    reason = (
+                        f"machine {machine!r} from the topic is not declared in the site config"
+                    )
+                    break
+                try:
+                    samples = decode(compiled, captured, topic, payload, receive_ns)
+                except PayloadError as err:
+                    reason = str(err)
+                    break
+                self._emitter.submit(samples, ack)
+                return
+            else:
+                reason = "no subscription of this adapter matches the topic"
+        self._emitter.dead_letter(self.config.name, topic, reason, bytes(payload), ack)

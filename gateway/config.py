@@ -1,0 +1,266 @@
+"""The site config: one YAML file describing machines, adapters and sinks.
+
+Values come from the file and can be overridden by environment variables
+(``MICROFACTORY_`` prefix, ``__`` between nesting levels, e.g. ``MICROFACTORY_INFLUXDB__URL``),
+so a container or a systemd unit can point the same file at another broker or database.
+Every error names the file, the field path, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import create_model as _create_model
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+ENV_PREFIX = "MICROFACTORY_"
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def check_mqtt_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp") or not parts.hostname:
+        raise ValueError(f"expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
+    return url
+
+
+class MqttSettings(_Section):
+    """The broker the MQTT adapters and the MES events share unless an adapter names its own."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = "microfactory-gateway"
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+    _check_url = field_validator("url")(classmethod(lambda cls, v: check_mqtt_url(v)))
+
+
+class InfluxSettings(_Section):
+    """One InfluxDB: ``v1`` talks to ``/write`` (InfluxDB 1.x), ``v2`` uses influxdb-client."""
+
+    api: Literal["v1", "v2"] = "v2"
+    url: str
+    # v1
+    database: str | None = None
+    retention_policy: str | None = None
+    username: str | None = None
+    password: str | None = None
+    # v2
+    org: str | None = None
+    bucket: str | None = None
+    token: str | None = None
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected http://HOST:PORT or https://HOST:PORT, got {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _api_fields(self) -> InfluxSettings:
+        if self.api == "v1" and not self.database:
+            raise ValueError("api v1 needs 'database' (the InfluxDB 1.x database to write to)")
+        if self.api == "v2":
+            missing = [f for f in ("org", "bucket") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"api v2 needs {' and '.join(repr(m) for m in missing)}")
+        return self
+
+
+class LocalHistorySettings(_Section):
+    """The embedded SQLite history; on by default only when no InfluxDB is configured."""
+
+    enabled: bool | None = None
+    path: Path = Path("data/history.sqlite")
+    retention_days: float = Field(default=30.0, gt=0)
+
+
+class SpoolSettings(_Section):
+    path: Path = Path("data/spool.sqlite")
+    max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    max_age_s: float = Field(default=7 * 86400.0, gt=0)
+    overflow: Literal["drop_oldest", "stop_accepting"] = "drop_oldest"
+    durability: Literal["full", "normal"] = "full"
+    commit_interval_ms: int = Field(default=50, ge=1, le=5000)
+
+
+class PipelineSettings(_Section):
+    """Sanity limits: a timestamp outside them is a broken clock, not data."""
+
+    min_timestamp_ns: int = 946_684_800_000_000_000  # 2000-01-01
+    max_future_s: float = Field(default=7 * 86400.0, gt=0)
+    max_text_length: int = Field(default=1024, ge=1)
+
+
+class HealthSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+    enabled: bool = True
+
+
+class MachineConfig(_Section):
+    id: str
+    kind: str = "generic"
+    name: str | None = None
+    nominal_power_w: float | None = Field(default=None, ge=0)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(
+                f"machine id {v!r} must be lowercase letters, digits, '-', '_' or '.' "
+                "(it becomes an InfluxDB tag and an MQTT topic level)"
+            )
+        return v
+
+
+class AdapterConfigBase(_Section):
+    """What every adapter config shares; each adapter adds its own fields and a ``type``."""
+
+    type: str
+    name: str
+
+    def machines_referenced(self) -> set[str]:
+        """Machine ids this adapter produces samples for (checked against ``machines``)."""
+        return set()
+
+
+class SiteConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+    adapter_union: ClassVar[Any] = None
+
+    site: str = "workshop"
+    machines: list[MachineConfig] = Field(min_length=1)
+    adapters: list[AdapterConfigBase] = Field(default_factory=list)
+    mqtt: MqttSettings | None = None
+    influxdb: InfluxSettings | None = None
+    local_history: LocalHistorySettings = Field(default_factory=LocalHistorySettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file: that is what an override is for.
+        return (env_settings, init_settings)
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(f"site {v!r} must be lowercase letters, digits, '-', '_' or '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> SiteConfig:
+        ids = [m.id for m in self.machines]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"machines: duplicate machine id {', '.join(dup)}")
+        names = [a.name for a in self.adapters]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"adapters: duplicate adapter name {', '.join(dup)}")
+        known = set(ids)
+        for i, adapter in enumerate(self.adapters):
+            for machine in sorted(adapter.machines_referenced() - known):
+                raise ValueError(
+                    f"adapters[{i}] ({adapter.name}): machine {machine!r} is not declared "
+                    f"under 'machines' (declared: {', '.join(sorted(known))})"
+                )
+        if any(a.type == "mqtt" for a in self.adapters) and self.mqtt is None:
+            self.mqtt = MqttSettings()
+        return self
+
+    @property
+    def history_enabled(self) -> bool:
+        if self.local_history.enabled is None:
+            return self.influxdb is None
+        return self.local_history.enabled
+
+
+def _site_model() -> type[SiteConfig]:
+    """SiteConfig whose ``adapters`` is the union of every registered adapter's config."""
+    from .adapters import registry
+
+    models = tuple(registry().values())
+    union = Annotated[Union[models], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
+    model: type[SiteConfig] = _create_model(
+        "SiteConfig", __base__=SiteConfig, adapters=(list[union], Field(default_factory=list))
+    )
+    return model
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def format_errors(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors(include_url=False):
+        msg = e["msg"].removeprefix("Value error, ")
+        path = _loc(e["loc"])
+        shown = e.get("input")
+        got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
+        problems.append(f"{path}: {msg}{got}" if path else msg)
+    return problems
+
+
+def parse_site_config(data: Any, source: str = "<site config>") -> SiteConfig:
+    """Validate an already-loaded mapping; raise ConfigError naming every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source, [f"expected a mapping at the top level, got {type(data).__name__}"]
+        )
+    try:
+        return _site_model()(**data)
+    except ValidationError as err:
+        raise ConfigError(source, format_errors(err)) from err
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(str(path), [f"cannot read file: {err.strerror}"]) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(str(path), [f"{where}not valid YAML: {problem}"]) from err
+    return parse_site_config(data if data is not None else {}, str(path))

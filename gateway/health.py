@@ -1,0 +1,36 @@
+"""Counters and gauges for every stage, owned by one gateway instance (no module state)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Health:
+    received: int = 0
+    normalised: int = 0
+    spooled: int = 0
+    refused: int = 0  # spool full with overflow stop_accepting
+    dead_lettered: Counter[str] = field(default_factory=Counter)  # by source
+    delivered: Counter[str] = field(default_factory=Counter)  # by sink
+    retried: Counter[str] = field(default_factory=Counter)
+    quarantined: Counter[str] = field(default_factory=Counter)
+    sink_errors: dict[str, str] = field(default_factory=dict)  # last error per sink
+    gaps: int = 0
+    connections: dict[str, str] = field(default_factory=dict)  # adapter -> state
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "received": self.received,
+            "normalised": self.normalised,
+            "spooled": self.spooled,
+            "refused": self.refused,
+            "dead_lettered": dict(self.dead_lettered),
+            "delivered": dict(self.delivered),
+            "retried": dict(self.retried),
+            "quarantined": dict(self.quarantined),
+            "sink_errors": dict(self.sink_errors),
+            "gaps": self.gaps,
+            "connections": dict(self.connections),
+        }

@@ -1,0 +1,107 @@
+"""The gateway process: wires adapters → pipeline → spool → sinks and supervises them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from .adapters import adapter_classes
+from .adapters.base import Adapter
+from .config import SiteConfig
+from .delivery import Delivery
+from .health import Health
+from .pipeline import Pipeline
+from .sample import Sample
+from .sinks import Sink, build_sinks
+from .spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """One gateway instance; several may run in one process (tests do), no shared state."""
+
+    def __init__(self, site: SiteConfig, *, extra_sinks: list[Sink] | None = None) -> None:
+        self.site = site
+        self.health = Health()
+        self.sinks: list[Sink] = build_sinks(site) + list(extra_sinks or [])
+        self.spool = Spool(site.spool, [s.name for s in self.sinks])
+        self.adapters: list[Adapter] = []
+        self.deliveries: list[Delivery] = []
+        self.pipeline: Pipeline | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._started = False
+
+    async def start(self) -> None:
+        await self.spool.open()
+        for sink in self.sinks:
+            await sink.open()
+            ensure = getattr(sink, "ensure_database", None)
+            if ensure is not None:
+                await ensure()
+        self.deliveries = [Delivery(s, self.spool, self.health) for s in self.sinks]
+        self.pipeline = Pipeline(self.site, self.spool, self.health, self._spooled)
+        self._tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
+        for d in self.deliveries:
+            self._tasks.append(asyncio.create_task(d.run(), name=f"sink:{d.sink.name}"))
+        classes = adapter_classes()
+        for cfg in self.site.adapters:
+            adapter = classes[cfg.type](cfg, site=self.site, emitter=self.pipeline)
+            self.adapters.append(adapter)
+            await adapter.start()
+        self._started = True
+        log.info(
+            "gateway started: site %s, %d machines, %d adapters, sinks %s",
+            self.site.site,
+            len(self.site.machines),
+            len(self.adapters),
+            ", ".join(s.name for s in self.sinks) or "none",
+        )
+
+    def _spooled(self, samples: list[Sample]) -> None:
+        for d in self.deliveries:
+            d.notify()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop adapters, flush the pipeline into the spool, give sinks ``timeout_s`` to drain.
+
+        What a sink cannot take in time stays in the spool and is delivered after restart.
+        """
+        if not self._started:
+            return
+        self._started = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for adapter in self.adapters:
+            await adapter.stop(max(0.5, min(5.0, deadline - loop.time())))
+        assert self.pipeline is not None
+        self.pipeline.close()
+        await self._tasks[0]
+        for d in self.deliveries:
+            d.stop()
+        pending = self._tasks[1:]
+        if pending:
+            _, not_done = await asyncio.wait(pending, timeout=max(0.1, deadline - loop.time()))
+            for task in not_done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for d in self.deliveries:
+                left = self.spool.depth(d.sink.name)
+                if left:
+                    log.warning(
+                        "sink %s: %d samples stay spooled for the next start", d.sink.name, left
+                    )
+        for sink in self.sinks:
+            await sink.close()
+        await self.spool.close()
+        log.info("gateway stopped")
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

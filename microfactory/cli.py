@@ -1,0 +1,151 @@
+"""The ``microfactory`` command: gateway, config check, simulators, MES and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Shop-floor data collector and MES-lite for small workshops.", no_args_is_help=True
+)
+config_app = typer.Typer(help="Site config tools.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # asyncua is chatty at INFO about every session detail.
+    logging.getLogger("asyncua").setLevel(logging.WARNING)
+    logging.getLogger("amqtt").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")]
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="site config YAML")]) -> None:
+    """Validate a site config (with environment overrides applied) without connecting."""
+    from gateway.config import load_site_config
+    from gateway.errors import ConfigError
+
+    try:
+        site = load_site_config(file)
+    except ConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+    sinks = []
+    if site.influxdb:
+        sinks.append(f"influxdb {site.influxdb.api} {site.influxdb.url}")
+    if site.history_enabled:
+        sinks.append(f"local history {site.local_history.path}")
+    typer.echo(
+        f"{file}: OK — site {site.site}, {len(site.machines)} machines, "
+        f"{len(site.adapters)} adapters, sinks: {', '.join(sinks) or 'none'}"
+    )
+
+
+@app.command()
+def gateway(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site config YAML")],
+    stop_timeout: Annotated[float, typer.Option(help="seconds to flush sinks on SIGTERM")] = 10.0,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the gateway until SIGTERM or Ctrl-C."""
+    from gateway.config import load_site_config
+    from gateway.errors import ConfigError
+    from gateway.runtime import Gateway
+
+    setup_logging(log_level)
+    try:
+        site = load_site_config(config)
+    except ConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        gw = Gateway(site)
+        await gw.start()
+        await stop.wait()
+        await gw.stop(stop_timeout)
+
+    asyncio.run(main())
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="run this many seconds, then exit 0")
+    ] = None,
+    speed: Annotated[float, typer.Option(help="simulated time per wall second")] = 1.0,
+    seed: Annotated[int, typer.Option(help="simulator seed")] = 42,
+    data_dir: Annotated[Path, typer.Option(help="where spool, history and MES data live")] = Path(
+        "data/demo"
+    ),
+    mqtt_url: Annotated[
+        str | None,
+        typer.Option(
+            help="use this broker instead of the embedded one (env MICROFACTORY_MQTT__URL)"
+        ),
+    ] = None,
+    influxdb_url: Annotated[
+        str | None,
+        typer.Option(help="also store in this InfluxDB (env MICROFACTORY_INFLUXDB__URL)"),
+    ] = None,
+    influxdb_api: Annotated[
+        str | None, typer.Option(help="v1 or v2 (env MICROFACTORY_INFLUXDB__API)")
+    ] = None,
+    mes_port: Annotated[int, typer.Option(help="MES HTTP port (0: a free one)")] = 8080,
+    log_level: LogLevel = "warning",
+) -> None:
+    """The whole micro-factory on embedded defaults: simulated machines, broker, gateway, store."""
+    from .demo import DemoOptions, run_demo
+
+    setup_logging(log_level)
+    options = DemoOptions(
+        duration_s=duration,
+        speed=speed,
+        seed=seed,
+        data_dir=data_dir,
+        mqtt_url=mqtt_url,
+        influxdb_url=influxdb_url,
+        influxdb_api=influxdb_api,
+        mes_port=mes_port,
+    )
+    code = asyncio.run(run_demo(options))
+    raise typer.Exit(code)
+
+
+def _mount_optional() -> None:
+    try:
+        from simulators.cli import app as sim_app
+    except ImportError:  # pragma: no cover - part of the same distribution
+        pass
+    else:
+        app.add_typer(sim_app, name="sim", help="Run the simulated workshop.")
+    try:
+        from services.cli import app as mes_app
+    except ImportError:
+        pass
+    else:
+        app.add_typer(mes_app, name="mes", help="Run the MES-lite service.")
+
+
+_mount_optional()
+
+if __name__ == "__main__":
+    app()

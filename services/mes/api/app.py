@@ -1,0 +1,133 @@
+"""The FastAPI application factory: settings in, app out, nothing created at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+from services.mes import db
+from services.mes.api import deps
+from services.mes.api.routes import catalog, operations, orders, reports, system
+from services.mes.context import ContextPublisher, NullPublisher
+from services.mes.errors import MesError
+from services.mes.models import AuditEntry
+from services.mes.settings import MesSettings
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+VERSION = "0.1.0"
+
+
+def create_app(
+    settings: MesSettings,
+    *,
+    publisher: ContextPublisher | None = None,
+    mqtt_status: Callable[[], str] | None = None,
+    start_bridge: bool = True,
+) -> FastAPI:
+    """Build the MES app; migrates the database, and runs the MQTT bridge if a broker is set."""
+    engine = db.make_engine(settings.db_url)
+    db.migrate(engine)
+    sessions = db.session_factory(engine)
+    runtime = deps.Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        publisher=publisher or NullPublisher(),
+        mqtt_status=mqtt_status or (lambda: "disabled"),
+    )
+    bridge = None
+    if settings.mqtt_url and start_bridge and publisher is None:
+        from services.mes.bridge import MqttBridge
+
+        bridge = MqttBridge(settings, sessions)
+        runtime.publisher = bridge
+        runtime.mqtt_status = bridge.status
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if bridge is not None:
+            bridge.start()
+        try:
+            yield
+        finally:
+            if bridge is not None:
+                bridge.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="microfactory MES",
+        version=VERSION,
+        description=(
+            "MES-lite of the micro-factory: products, orders, batches, operation runs, parts, "
+            "scrap, downtime, material genealogy, OEE and energy per part. Authenticate with "
+            "HTTP Basic or a bearer token from `POST /api/v1/auth/token`."
+        ),
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    _install_error_handlers(app)
+    _install_audit(app, runtime)
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (system, catalog, orders, operations, reports):
+        api.include_router(module.router)
+    app.include_router(api)
+    return app
+
+
+def _error_body(err: MesError) -> dict[str, object]:
+    return {"detail": err.message, **err.extra}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def mes_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, MesError)
+        headers = {"WWW-Authenticate": "Basic, Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(_error_body(exc), status_code=exc.status_code, headers=headers)
+
+    async def integrity_error(_request: Request, exc: Exception) -> Response:
+        log.info("integrity error turned into 409: %s", exc)
+        return JSONResponse(
+            {"detail": "conflicts with an existing record (duplicate or still referenced)"},
+            status_code=409,
+        )
+
+    app.add_exception_handler(MesError, mes_error)
+    app.add_exception_handler(IntegrityError, integrity_error)
+
+
+def _install_audit(app: FastAPI, runtime: deps.Runtime) -> None:
+    """Every change (and every refused attempt at one) lands in the audit trail."""
+
+    def write(request: Request, status_code: int) -> None:
+        state = request.state
+        entry = AuditEntry(
+            username=getattr(state, "user", None) or "anonymous",
+            action=f"{request.method} {request.url.path}"[:200],
+            entity=getattr(state, "audit_entity", None),
+            entity_id=getattr(state, "audit_entity_id", None),
+            status_code=status_code,
+            result="ok" if status_code < 400 else "refused" if status_code < 500 else "error",
+            detail=getattr(state, "audit_detail", None),
+        )
+        with runtime.sessions() as session:
+            session.add(entry)
+            session.commit()
+
+    @app.middleware("http")
+    async def audit(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        if request.method in MUTATING and request.url.path.startswith(API_PREFIX):
+            await run_in_threadpool(write, request, response.status_code)
+        return response

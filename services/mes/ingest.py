@@ -1,0 +1,193 @@
+"""Ingestion of the gateway's machine events; idempotent by event_id, attributed by ts_ns."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pydantic import TypeAdapter
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from microfactory.contract import GapReported, MachineEvent, PartCompleted, StateChanged
+from services.mes.models import (
+    Downtime,
+    EventRecord,
+    Gap,
+    Machine,
+    MachineStateRecord,
+    Part,
+    RunSegment,
+    Scrap,
+)
+from services.mes.timeutil import from_ns
+
+log = logging.getLogger(__name__)
+
+EVENT_ADAPTER: TypeAdapter[StateChanged | PartCompleted | GapReported] = TypeAdapter(MachineEvent)
+DOWN_STATES = frozenset({"fault", "off"})
+MACHINE_REPORTED = "machine_reported"
+
+
+@dataclass(slots=True)
+class IngestResult:
+    event_id: str
+    outcome: str
+    duplicate: bool = False
+    part_id: int | None = None
+    run_id: int | None = None
+    downtime_ids: list[int] = field(default_factory=list)
+
+
+def parse_event(payload: bytes | str) -> StateChanged | PartCompleted | GapReported:
+    """Validate a wire payload; raises pydantic.ValidationError on anything malformed."""
+    return EVENT_ADAPTER.validate_json(payload)
+
+
+def segment_at(session: Session, machine_id: str, ts_ns: int) -> RunSegment | None:
+    """The run segment active on a machine at a source time (start inclusive, end exclusive)."""
+    ts = from_ns(ts_ns)
+    return session.scalars(
+        select(RunSegment)
+        .where(
+            RunSegment.machine_id == machine_id,
+            RunSegment.started_at <= ts,
+            (RunSegment.ended_at.is_(None)) | (RunSegment.ended_at > ts),
+        )
+        .order_by(RunSegment.started_at.desc())
+    ).first()
+
+
+def ingest_event(
+    session: Session, event: StateChanged | PartCompleted | GapReported, site: str
+) -> IngestResult:
+    """Apply one event inside the caller's transaction; a replayed event_id changes nothing."""
+    if session.get(EventRecord, event.event_id) is not None:
+        return IngestResult(event.event_id, "duplicate", duplicate=True)
+    record = EventRecord(
+        event_id=event.event_id,
+        kind=event.kind,
+        machine_id=event.machine,
+        ts_ns=event.ts_ns,
+        outcome="pending",
+        payload=event.model_dump(mode="json"),
+    )
+    try:
+        with session.begin_nested():
+            session.add(record)
+            session.flush()
+    except IntegrityError:
+        return IngestResult(event.event_id, "duplicate", duplicate=True)
+
+    result = IngestResult(event.event_id, "stored")
+    machine = session.get(Machine, event.machine)
+    if event.site != site:
+        result.outcome = f"ignored: site {event.site!r} is not {site!r}"
+    elif machine is None:
+        result.outcome = f"ignored: unknown machine {event.machine!r}"
+    elif isinstance(event, PartCompleted):
+        _part(session, event, result)
+    elif isinstance(event, StateChanged):
+        _state(session, machine, event, result)
+    else:
+        session.add(
+            Gap(
+                machine_id=event.machine,
+                start_ns=event.start_ns,
+                end_ns=event.ts_ns,
+                reason=event.reason,
+                event_id=event.event_id,
+            )
+        )
+        result.outcome = "gap stored"
+    record.outcome = result.outcome[:200]
+    session.flush()
+    if result.outcome.startswith("ignored"):
+        log.warning("event %s on %s %s", event.event_id, event.machine, result.outcome)
+    return result
+
+
+def _part(session: Session, event: PartCompleted, result: IngestResult) -> None:
+    segment = segment_at(session, event.machine, event.ts_ns)
+    run = segment.run if segment else None
+    good = event.good is not False
+    part = Part(
+        run_id=run.id if run else None,
+        batch_id=run.batch_id if run else None,
+        machine_id=event.machine,
+        quantity=1,
+        good=good,
+        completed_at=from_ns(event.ts_ns),
+        energy_wh=event.energy_wh,
+        cycle_time_s=event.cycle_time_s,
+        source="machine",
+        event_id=event.event_id,
+    )
+    session.add(part)
+    session.flush()
+    if not good:
+        session.add(
+            Scrap(
+                run_id=part.run_id,
+                part_id=part.id,
+                machine_id=event.machine,
+                quantity=1,
+                reason_code=MACHINE_REPORTED,
+                recorded_by="machine",
+                recorded_at=from_ns(event.ts_ns),
+            )
+        )
+    result.part_id = part.id
+    result.run_id = part.run_id
+    result.outcome = (f"part on run {run.id}" if run else "part outside any run (unattributed)") + (
+        "" if good else ", scrap"
+    )
+
+
+def _state(session: Session, machine: Machine, event: StateChanged, result: IngestResult) -> None:
+    ts = from_ns(event.ts_ns)
+    session.add(
+        MachineStateRecord(
+            machine_id=machine.id,
+            ts_ns=event.ts_ns,
+            state=event.state,
+            previous=event.previous,
+            event_id=event.event_id,
+        )
+    )
+    if machine.state_since is None or ts >= machine.state_since:
+        machine.state = event.state
+        machine.state_since = ts
+    open_rows = session.scalars(
+        select(Downtime).where(
+            Downtime.machine_id == machine.id,
+            Downtime.ended_at.is_(None),
+            Downtime.source == "machine",
+        )
+    ).all()
+    if event.state in DOWN_STATES:
+        segment = segment_at(session, machine.id, event.ts_ns)
+        if segment is not None and not open_rows:
+            row = Downtime(
+                machine_id=machine.id,
+                run_id=segment.run_id,
+                started_at=ts,
+                state=event.state,
+                reason_code="unassigned",
+                source="machine",
+            )
+            session.add(row)
+            session.flush()
+            result.downtime_ids.append(row.id)
+            result.outcome = f"state {event.state}, downtime {row.id} opened"
+            return
+    else:
+        for row in open_rows:
+            if ts > row.started_at:
+                row.ended_at = ts
+                result.downtime_ids.append(row.id)
+        if result.downtime_ids:
+            result.outcome = f"state {event.state}, downtime closed"
+            return
+    result.outcome = f"state {event.state}"

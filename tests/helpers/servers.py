@@ -1,0 +1,230 @@
+"""Real servers for the tests: Mosquitto, InfluxDB 1.x and VictoriaMetrics.
+
+Each runs as a subprocess on a free 127.0.0.1 port with its data in a temp dir, and can be
+stopped and started again on the same port and data (outage and restart tests).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from microfactory.ports import free_port
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s} s") from None
+            time.sleep(0.05)
+
+
+def _exe(*candidates: str) -> str:
+    for c in candidates:
+        if Path(c).exists():
+            return c
+        found = shutil.which(c)
+        if found:
+            return found
+    raise FileNotFoundError(
+        f"none of {candidates} is installed; run .ci/run (it installs the Debian packages)"
+    )
+
+
+class ServerProcess:
+    """A server subprocess that can be stopped and restarted on the same port and data."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = (self.workdir / f"{self.name}.log").open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        try:
+            self.wait_ready()
+        except TimeoutError:
+            self.stop()
+            tail = (self.workdir / f"{self.name}.log").read_text(errors="replace")[-2000:]
+            raise TimeoutError(f"{self.name} did not start on port {self.port}:\n{tail}") from None
+
+    def wait_ready(self) -> None:
+        wait_for_port(self.port)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Mosquitto(ServerProcess):
+    name = "mosquitto"
+
+    def __init__(self, workdir: Path, port: int | None = None, *, persistence: bool = True, extra: str = "") -> None:
+        super().__init__(workdir, port)
+        self.persistence = persistence
+        self.extra = extra
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        conf = self.workdir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            self.extra,
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        return [_exe("/usr/sbin/mosquitto", "mosquitto"), "-c", str(conf)]
+
+
+class InfluxDB1(ServerProcess):
+    """InfluxDB 1.x (Debian's 1.6.7) with HTTP on ``port`` and everything under workdir."""
+
+    name = "influxd"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir, port)
+        self.rpc_port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        d = self.workdir
+        conf = d / "influxdb.conf"
+        conf.write_text(
+            f"""reporting-disabled = true
+bind-address = "127.0.0.1:{self.rpc_port}"
+[meta]
+  dir = "{d}/meta"
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[subscriber]
+  enabled = false
+"""
+        )
+        return [_exe("/usr/bin/influxd", "influxd"), "-config", str(conf)]
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:
+                    if resp.status == 204:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError
+
+    def query(self, q: str, db: str) -> list[dict[str, Any]]:
+        """Run InfluxQL; return the series of the first statement (empty list if none)."""
+        params = urllib.parse.urlencode({"q": q, "db": db, "epoch": "ns"})
+        with urllib.request.urlopen(f"{self.url}/query?{params}", timeout=30) as resp:
+            body = json.loads(resp.read())
+        result = body["results"][0]
+        if "error" in result:
+            raise AssertionError(f"InfluxQL error for {q!r}: {result['error']}")
+        series: list[dict[str, Any]] = result.get("series", [])
+        return series
+
+    def rows(self, q: str, db: str) -> list[dict[str, Any]]:
+        """Flatten a query's series into dicts (tags merged in)."""
+        out = []
+        for s in self.query(q, db):
+            tags = s.get("tags", {})
+            for values in s["values"]:
+                row = dict(zip(s["columns"], values, strict=True))
+                row.update(tags)
+                out.append(row)
+        return out
+
+
+class VictoriaMetrics(ServerProcess):
+    """VictoriaMetrics: the real engine here behind influxdb-client's ``/api/v2/write``."""
+
+    name = "victoria-metrics"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            _exe("/usr/bin/victoria-metrics", "victoria-metrics"),
+            f"-storageDataPath={self.workdir}/data",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-retentionPeriod=100y",
+            "-loggerLevel=ERROR",
+        ]
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        """All raw samples of the series matching ``match`` (JSON lines of /api/v1/export)."""
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).close()
+        params = urllib.parse.urlencode({"match[]": match, "start": "0"})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{params}", timeout=30) as resp:
+            return [json.loads(line) for line in resp.read().splitlines() if line.strip()]
