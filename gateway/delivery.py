@@ -28,7 +28,7 @@ class Backoff:
     def next(self) -> float:
         ceiling = min(self.cap_s, self.base_s * (2**self.attempt))
         self.attempt += 1
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
 
     def reset(self) -> None:
         self.attempt = 0

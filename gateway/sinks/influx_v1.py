@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import httpx
 
 from ..config import InfluxSettings
@@ -12,8 +14,8 @@ from .http_errors import classify
 
 
 class InfluxV1Sink:
-    def __init__(self, settings: InfluxSettings, site: str) -> None:
-        self.name = "influxdb"
+    def __init__(self, settings: InfluxSettings, site: str, name: str = "influxdb") -> None:
+        self.name = name
         self.batch_size = settings.batch_size
         self._settings = settings
         self._site = site
@@ -60,7 +62,6 @@ class InfluxV1Sink:
         assert self._client is not None
         params = {k: v for k, v in self._params.items() if k in ("u", "p")}
         params["q"] = f'CREATE DATABASE "{self._settings.database}"'
-        try:
+        # the write path reports the real problem, with retries
+        with contextlib.suppress(httpx.HTTPError):
             await self._client.post("/query", params=params)
-        except httpx.HTTPError:
-            pass  # the write path reports the real problem with retries

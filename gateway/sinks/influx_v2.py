@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
@@ -17,8 +18,8 @@ from .http_errors import classify
 
 
 class InfluxV2Sink:
-    def __init__(self, settings: InfluxSettings, site: str) -> None:
-        self.name = "influxdb"
+    def __init__(self, settings: InfluxSettings, site: str, name: str = "influxdb") -> None:
+        self.name = name
         self.batch_size = settings.batch_size
         self._settings = settings
         self._site = site
@@ -31,7 +32,7 @@ class InfluxV2Sink:
         self._client = InfluxDBClient(
             url=s.url,
             token=s.token or "",
-            org=s.org,
+            org=s.org or "",
             timeout=int(s.timeout_s * 1000),
             retries=False,
         )
@@ -46,10 +47,10 @@ class InfluxV2Sink:
 
     def _write(self, lines: list[str]) -> None:
         self._write_api.write(
-            bucket=self._settings.bucket,
-            org=self._settings.org,
+            bucket=self._settings.bucket or "",
+            org=self._settings.org or "",
             record=lines,
-            write_precision=WritePrecision.NS,
+            write_precision=WritePrecision.NS,  # type: ignore[arg-type]
         )
 
     async def write(self, samples: list[Sample]) -> None:
@@ -58,7 +59,7 @@ class InfluxV2Sink:
         try:
             await asyncio.to_thread(self._write, lines)
         except ApiException as err:
-            headers = err.headers or {}
+            headers: dict[str, str] = dict(err.headers or {})
             raise classify(
                 int(err.status or 0), str(err.body or err.reason), headers.get("Retry-After"), where
             ) from err

@@ -34,8 +34,10 @@ CREATE TABLE IF NOT EXISTS telemetry (
 
 
 class LocalHistorySink:
-    def __init__(self, settings: LocalHistorySettings, site: str) -> None:
-        self.name = "local_history"
+    def __init__(
+        self, settings: LocalHistorySettings, site: str, name: str = "local_history"
+    ) -> None:
+        self.name = name
         self.batch_size = 5000
         self._settings = settings
         self._site = site

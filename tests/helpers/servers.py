@@ -27,7 +27,9 @@ def wait_for_port(port: int, timeout_s: float = 15.0, host: str = "127.0.0.1") -
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s} s") from None
+                raise TimeoutError(
+                    f"nothing listening on {host}:{port} after {timeout_s} s"
+                ) from None
             time.sleep(0.05)
 
 
@@ -59,7 +61,9 @@ class ServerProcess:
 
     def start(self) -> None:
         log = (self.workdir / f"{self.name}.log").open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+        )
         try:
             self.wait_ready()
         except TimeoutError:
@@ -95,7 +99,9 @@ class ServerProcess:
 class Mosquitto(ServerProcess):
     name = "mosquitto"
 
-    def __init__(self, workdir: Path, port: int | None = None, *, persistence: bool = True, extra: str = "") -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, persistence: bool = True, extra: str = ""
+    ) -> None:
         super().__init__(workdir, port)
         self.persistence = persistence
         self.extra = extra

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
+from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -93,7 +93,7 @@ class MqttAdapter:
             log.warning("mqtt adapter %s: broker refused connection: %s", self.config.name, reason)
             return
         log.info("mqtt adapter %s: connected to %s:%d", self.config.name, self._host, self._port)
-        client.subscribe([(s.sub.filter, s.sub.qos) for s in self._subs])
+        client.subscribe([(s.sub.filter, int(s.sub.qos)) for s in self._subs])
         self._emitter.connection(self.config.name, "connected")
         if self._down_since_ns is not None:
             now = time.time_ns()
@@ -110,9 +110,15 @@ class MqttAdapter:
         self._emitter.connection(self.config.name, "disconnected")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        ack = partial(client.ack, msg.mid, msg.qos) if msg.qos else None
+        ack: Callable[[], None] | None = None
+        if msg.qos:
+            mid, qos = msg.mid, msg.qos
+
+            def ack() -> None:
+                client.ack(mid, qos)
+
         try:
-            self._handle(msg.topic, msg.payload, ack)
+            self._handle(msg.topic, bytes(msg.payload), ack)
         except Exception as err:  # top-level guard: a bad message must never kill the thread
             log.exception("mqtt adapter %s: unexpected error on %s", self.config.name, msg.topic)
             self._emitter.dead_letter(

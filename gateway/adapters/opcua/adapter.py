@@ -15,7 +15,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from asyncua import Client, Node, ua
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.node import Node
+from asyncua.ua.uaerrors import UaError
 
 from ...config import SiteConfig
 from ...sample import Quality, RawSample
@@ -130,6 +133,7 @@ class OpcUaAdapter:
         while not self._stopping.is_set():
             self.emitter.connection(cfg.name, "connecting")
             client = Client(cfg.endpoint, timeout=cfg.timeout_s)
+            client.session_timeout = 60_000  # ms; a dead session is freed by the server soon
             try:
                 await asyncio.wait_for(client.connect(), cfg.timeout_s * 2)
                 self.sessions += 1
@@ -145,7 +149,7 @@ class OpcUaAdapter:
                 OSError,
                 TimeoutError,
                 ConnectionError,
-                ua.UaError,
+                UaError,
                 asyncio.IncompleteReadError,
             ) as err:
                 reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
@@ -176,10 +180,10 @@ class OpcUaAdapter:
                     try:
                         namespaces[uri] = await client.get_namespace_index(uri)
                     except ValueError as err:
-                        raise ua.UaError(f"server has no namespace {uri!r}") from err
+                        raise UaError(f"server has no namespace {uri!r}") from err
                 index = namespaces[uri]
             identifier: Any = int(ident) if kind == "i" else ident
-            out[ua.NodeId(identifier, index)] = spec
+            out[ua.NodeId(identifier, ua.Int16(index))] = spec
         return out
 
     async def _subscribe(self, client: Client) -> None:
@@ -195,13 +199,15 @@ class OpcUaAdapter:
                 )
             for interval, nodes in by_interval.items():
                 results = await sub.subscribe_data_change(
-                    nodes, queuesize=self.config.queue_size, sampling_interval=interval
+                    nodes,
+                    queuesize=self.config.queue_size,
+                    sampling_interval=ua.Double(interval),
                 )
                 for node, result in zip(
                     nodes, results if isinstance(results, list) else [results], strict=True
                 ):
                     if isinstance(result, ua.StatusCode):
-                        raise ua.UaError(f"cannot monitor {node.nodeid}: {result}")
+                        raise UaError(f"cannot monitor {node.nodeid}: {result}")
         self._polled = [
             (client.get_node(n), specs[n]) for n, s in specs.items() if s.mode == "poll"
         ]

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: set up (Debian servers, .venv), then lint, type-check and run every test.
+# Extra arguments go to pytest (e.g. -k spool, -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/setup.sh --test
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+exec .venv/bin/python -m pytest "$@"
