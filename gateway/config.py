@@ -227,13 +227,41 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _message(e: Any) -> str:
+    """Pydantic's wording, rephrased where it speaks of its internals rather than the file."""
+    kind = e["type"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (check its spelling and indentation)"
+    if kind == "union_tag_invalid":
+        ctx = e.get("ctx", {})
+        return (
+            f"unknown adapter type {ctx.get('tag')!r} (expected one of: {ctx.get('expected_tags')})"
+        )
+    if kind == "union_tag_not_found":
+        return "missing 'type' (the adapter kind, e.g. opcua or mqtt)"
+    return str(e["msg"]).removeprefix("Value error, ")
+
+
 def format_errors(err: ValidationError) -> list[str]:
+    from .adapters import adapter_classes
+
+    adapter_types = set(adapter_classes())
     problems = []
     for e in err.errors(include_url=False):
-        msg = e["msg"].removeprefix("Value error, ")
-        path = _loc(e["loc"])
+        loc = tuple(e["loc"])
+        # a tagged union puts the tag in the path (adapters.0.opcua.nodes): not in the file
+        if len(loc) > 2 and loc[0] == "adapters" and loc[2] in adapter_types:
+            loc = loc[:2] + loc[3:]
+        if e["type"] == "union_tag_invalid":
+            loc = (*loc, "type")
+        msg = _message(e)
+        path = _loc(loc)
         shown = e.get("input")
-        got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
+        got = ""
+        if not isinstance(shown, dict | list) and shown is not None and repr(shown) not in msg:
+            got = f" (got {shown!r})"
         problems.append(f"{path}: {msg}{got}" if path else msg)
     return problems
 

@@ -66,6 +66,17 @@ class UnitError(ValueError):
     """A unit cannot be converted to the signal's canonical unit."""
 
 
+def check_unit(signal: str, unit: str | None) -> str | None:
+    """Validator helper for configs: a unit fixed in a config must convert to the signal's.
+
+    Raised at config time so a wrong unit is found by ``config check``, not by the first
+    message of the night shift.
+    """
+    if unit is not None:
+        converter(signal, unit)
+    return unit
+
+
 def canonical_unit(unit: str) -> str:
     """Fold spelling variants (``kwh``, ``°C``) onto the vocabulary's spelling."""
     return _ALIASES.get(unit.strip().lower(), unit.strip())

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ...config import AdapterConfigBase, check_mqtt_url
+from ...units import check_unit
 
 PLACEHOLDERS = ("machine", "signal")
 _PLACEHOLDER = re.compile(r"\{([^}]*)\}")
@@ -33,6 +34,12 @@ class FieldSpec(_Section):
     unit_path: str | None = Field(default=None, description="path of a unit given in the payload")
     scale: float = 1.0
     offset: float = 0.0
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, v: str | None, info: ValidationInfo) -> str | None:
+        signal = info.data.get("signal")
+        return check_unit(signal, v) if signal else v
 
 
 class ValueSpec(_Section):

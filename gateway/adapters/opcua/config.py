@@ -6,9 +6,10 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ...config import AdapterConfigBase
+from ...units import check_unit
 
 _NODE = re.compile(r"^(?:nsu=(?P<uri>[^;]+);)?(?P<kind>[isgb])=(?P<ident>.+)$", re.DOTALL)
 
@@ -38,6 +39,12 @@ class NodeSpec(BaseModel):
         if not _NODE.match(v):
             raise ValueError(f"node {v!r} is not a node id like 'nsu=urn:x;s=Name' or 's=Name'")
         return v
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, v: str | None, info: ValidationInfo) -> str | None:
+        signal = info.data.get("signal")
+        return check_unit(signal, v) if signal else v
 
     def parts(self) -> tuple[str | None, str, str]:
         """(namespace URI or None, identifier kind, identifier)."""
