@@ -345,8 +345,9 @@ class MachineModel:
         self._run_level_w = self._rng.uniform(*self.spec.power.running_w)
         self._cycle_start_ms = self._now_ms
         if self._state == "running":
+            # the new load level shows from the next sample: power only changes where it is
+            # published (state changes and the sampling grid), so a consumer sees every step
             self._s.state_end_ms = self._now_ms + cycle_ms
-            self._resample()
         else:
             self._enter("running", cycle_ms, events)
 

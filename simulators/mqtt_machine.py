@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -154,6 +155,7 @@ class MqttLink:
         self._client.on_disconnect = self._on_disconnect
         self._last_info: mqtt.MQTTMessageInfo | None = None
         self._started = False
+        self._connected = threading.Event()  # set from paho's network thread
         self.dropped = 0
 
     @property
@@ -167,6 +169,12 @@ class MqttLink:
         # connect_async + loop_start: the loop thread keeps retrying if the broker is not up yet
         self._client.connect_async(self.address.host, self.address.port, keepalive=30)
         self._client.loop_start()
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        """Wait (bounded) until the broker has accepted the session; False on timeout."""
+        if self._connected.is_set():
+            return True
+        return await asyncio.to_thread(self._connected.wait, timeout_s)
 
     def publish(self, topic: str, payload: Mapping[str, Any]) -> bool:
         """Queue one QoS 1 message; False (and counted) only if the local queue is full."""
@@ -200,6 +208,15 @@ class MqttLink:
         reason_code: Any,
         properties: Any,
     ) -> None:
+        if getattr(reason_code, "is_failure", False):
+            self._log.warning(
+                "%s: broker %s:%s refused the session (%s)",
+                self.client_id,
+                *self._addr(),
+                reason_code,
+            )
+            return
+        self._connected.set()
         self._log.info("%s: connected to %s:%s (%s)", self.client_id, *self._addr(), reason_code)
 
     def _on_disconnect(
@@ -210,6 +227,7 @@ class MqttLink:
         reason_code: Any,
         properties: Any,
     ) -> None:
+        self._connected.clear()
         if self._started:
             self._log.warning("%s: disconnected (%s), retrying", self.client_id, reason_code)
         else:

@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 from collections.abc import Mapping
+from copy import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
@@ -101,6 +102,9 @@ class OpcUaMachineServer:
         self._last: dict[str, Any] = {}
         self._last_ts_ns: int | None = None
         self._current_time = ua.NodeId(ua.Int32(ObjectIds.Server_ServerStatus_CurrentTime))
+        self._server_status = ua.NodeId(ua.Int32(ObjectIds.Server_ServerStatus))
+        self._status: Any = None  # ServerStatusDataType, CurrentTime kept at simulated time
+        self._clock_ns: int | None = None
         self.startup_s: float | None = None
 
     @property
@@ -122,9 +126,11 @@ class OpcUaMachineServer:
         if self._server is None:
             self._server = await self._build()
         await self._server.start()
+        self._status = copy(await self._server.get_node(self._server_status).read_value())
         self._running = True
         self._last.clear()
         self._last_ts_ns = None
+        self._clock_ns = None
         self.startup_s = time.perf_counter() - t0
         self._log.info(
             "opcua server %s listening on %s (%.2f s)",
@@ -171,6 +177,19 @@ class OpcUaMachineServer:
             self._types[name] = vtype
         return server
 
+    async def _write_server_time(self, ts: ua.DateTime) -> None:
+        """Show simulated time as the server's CurrentTime, alone and inside ServerStatus."""
+        assert self._server is not None
+        await self._server.write_attribute_value(
+            self._current_time, ua.DataValue(Value=ua.Variant(ts, ua.VariantType.DateTime))
+        )
+        if self._status is not None:
+            self._status.CurrentTime = ts
+            await self._server.write_attribute_value(
+                self._server_status,
+                ua.DataValue(Value=ua.Variant(self._status, ua.VariantType.ExtensionObject)),
+            )
+
     async def publish(
         self, snapshot: MachineSnapshot, *, part_completed: bool = False, tick: bool = False
     ) -> None:
@@ -197,10 +216,9 @@ class OpcUaMachineServer:
         if part_completed:
             always.update(_PART_VARIABLES)
         ts = cast(ua.DateTime, ns_to_datetime(snapshot.ts_ns))
-        if tick:
-            await self._server.write_attribute_value(
-                self._current_time, ua.DataValue(Value=ua.Variant(ts, ua.VariantType.DateTime))
-            )
+        if self._clock_ns is None or snapshot.ts_ns > self._clock_ns:
+            await self._write_server_time(ts)
+            self._clock_ns = snapshot.ts_ns
         for name, value in values.items():
             if name not in always and self._last.get(name) == value:
                 continue

@@ -3,6 +3,35 @@
 The workshop owns the only loop: every tick it advances all models to the same simulated
 instant, hands what happened to the protocol faces and to the ground-truth recorder, and lets
 the meter sum the machines. The simulators know nothing of the gateway.
+
+Lifecycle (all coroutines, bounded, idempotent)::
+
+    ws = Workshop(WorkshopSettings(seed=7, speed=600, mqtt_url=broker.url,
+                                   opcua_ports={"mill-1": 0, "laser-1": 0},
+                                   truth_dir=tmp / "truth"))
+    await ws.start(paused=True)   # = start_servers(): OPC UA listening, MQTT connected
+    ws.opcua_endpoints            # {"mill-1": "opc.tcp://127.0.0.1:PORT/microfactory/mill-1", ...}
+    ws.mqtt_topics                # {"printer-1": "microfactory/sim/printer-1/telemetry", ...}
+    ...                           # connect the gateway / subscribe: nothing has happened yet
+    await ws.resume()             # = start_clock(): simulated time starts at the origin
+    await asyncio.sleep(5)
+    await ws.stop()               # last instant published, summary.json written
+    truth = load_truth(tmp / "truth")
+
+``await ws.start()`` (no arguments) does both steps at once, as before; ``async with
+Workshop(...)`` and ``await ws.run(duration_s)`` too.
+
+While paused, simulated time stands still at the origin (``settings.start_ns``, or the wall
+time when :meth:`Workshop.start_servers` ran, whole milliseconds): the OPC UA servers already
+show every machine as it is at the origin (state ``setup``, counters 0, source timestamps and
+``Server/ServerStatus/CurrentTime`` = origin) and those values are in ``published.jsonl``,
+because a client that subscribes later still receives them; the MQTT machines publish nothing
+until the clock starts (MQTT is not retained), so every MQTT message in ``published.jsonl`` is
+one a subscriber that was there before :meth:`Workshop.resume` has received.
+
+A run is a pure function of the seed and the origin: the models' randomness is drawn at
+simulated instants only, so how often the loop ticks (or how long it was paused) changes
+nothing in the ground truth, only how far it gets.
 """
 
 from __future__ import annotations
@@ -75,6 +104,16 @@ class WorkshopSettings(BaseModel):
         default=0.2, ge=0, description="wall-time floor between periodic MQTT samples"
     )
     start_ns: int | None = Field(default=None, description="simulated origin, UTC ns; None = now")
+    opcua_linger_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="wall seconds the OPC UA servers stay up after the last instant",
+    )
+    mqtt_connect_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="how long start waits for the broker; after it the links keep retrying",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +146,9 @@ class Workshop:
         self._clock: SimClock | None = None
         self._truth: TruthRecorder | None = None
         self._task: asyncio.Task[None] | None = None
-        self._started = False
+        self._origin_ns: int | None = None
+        self._servers_started = False
+        self._started = False  # the clock runs
         self.tick_errors = 0
         run_tag = uuid.uuid4().hex[:6]
         s = self.settings
@@ -171,7 +212,25 @@ class Workshop:
 
     @property
     def running(self) -> bool:
+        """True while simulated time runs (between start/resume and stop)."""
         return self._started
+
+    @property
+    def servers_running(self) -> bool:
+        """True once the OPC UA servers listen and the MQTT links are started, until stop."""
+        return self._servers_started
+
+    @property
+    def origin_ns(self) -> int | None:
+        """Simulated time at which the machines start (UTC ns), fixed by start_servers."""
+        return self._origin_ns
+
+    @property
+    def mqtt_topics(self) -> dict[str, str]:
+        """Machine id -> MQTT topic (the meter's is a filter, one topic per quantity)."""
+        if self.settings.mqtt_url is None:
+            return {}
+        return {m.machine_id: m.address for m in self.machines if m.protocol == "mqtt"}
 
     def opcua_server(self, machine_id: str) -> OpcUaMachineServer:
         """The OPC UA face of a machine, so a test can stop and restart it."""
@@ -185,10 +244,30 @@ class Workshop:
         return None if self._meter is None else self._meter.snapshot()
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
-        if self._started:
+    async def start(self, *, paused: bool = False) -> None:
+        """Start the servers and, unless ``paused``, the clock (see :meth:`resume`)."""
+        await self.start_servers()
+        if not paused:
+            await self.start_clock()
+
+    async def resume(self) -> None:
+        """Start simulated time after ``start(paused=True)``; a no-op when it already runs."""
+        await self.start_clock()
+
+    async def start_servers(self) -> None:
+        """Listen on every OPC UA endpoint and connect every MQTT link; the clock stays still.
+
+        The origin of simulated time is fixed here and the machines are built at it, so the
+        OPC UA servers show real values (at the origin) to a client connecting before the
+        clock starts. Waits at most ``mqtt_connect_timeout_s`` for the broker, then goes on
+        (the links keep reconnecting by themselves and queue QoS 1 messages meanwhile).
+        """
+        if self._servers_started:
             return
         s = self.settings
+        origin_ns = time.time_ns() if s.start_ns is None else s.start_ns
+        self._origin_ns = origin_ns - origin_ns % NS_PER_MS
+        self._clock = None
         if s.truth_dir is not None:
             self._truth = TruthRecorder(s.truth_dir)
         for srv in self._opcua.values():
@@ -197,30 +276,65 @@ class Workshop:
             pub.attach_truth(self._truth)
         if self._meter_pub is not None:
             self._meter_pub.attach_truth(self._truth)
-        await asyncio.gather(*(srv.start() for srv in self._opcua.values()))
-        for link in self._links:
-            link.start()
-        # the clock starts once the servers listen, so no simulated time is lost to startup
-        origin_ns = time.time_ns() if s.start_ns is None else s.start_ns
-        self._clock = SimClock(s.speed, origin_ns - origin_ns % NS_PER_MS)
-        start_ns = self._clock.start_ns
         self._models = {
             spec.machine_id: MachineModel(
                 spec,
                 seed=s.seed,
-                start_ns=start_ns,
+                start_ns=self._origin_ns,
                 power_loss_probability=s.power_loss_probability,
             )
             for spec in self._specs
         }
         self._meter = MeterModel(
-            self._meter_id, list(self._models.values()), seed=s.seed, start_ns=start_ns
+            self._meter_id, list(self._models.values()), seed=s.seed, start_ns=self._origin_ns
         )
+        try:
+            await asyncio.gather(*(srv.start() for srv in self._opcua.values()))
+        except BaseException:
+            # a port in use or the like: leave nothing half-open behind
+            await asyncio.gather(*(srv.stop() for srv in self._opcua.values()))
+            if self._truth is not None:
+                self._truth.close()
+                self._truth = None
+            raise
+        for link in self._links:
+            link.start()
+        self._servers_started = True
+        for mid, srv in self._opcua.items():
+            await srv.publish(self._models[mid].snapshot(), tick=True)
+        if self._links:
+            connected = await asyncio.gather(
+                *(link.wait_connected(s.mqtt_connect_timeout_s) for link in self._links)
+            )
+            missing = [
+                link.client_id for link, ok in zip(self._links, connected, strict=True) if not ok
+            ]
+            if missing:
+                log.warning(
+                    "MQTT broker %s not reached within %.1f s by %s; the links keep retrying",
+                    s.mqtt_url,
+                    s.mqtt_connect_timeout_s,
+                    ", ".join(missing),
+                )
+        log.info(
+            "workshop servers up: %s; MQTT %s",
+            ", ".join(f"{m} {e}" for m, e in self.opcua_endpoints.items()) or "no OPC UA",
+            s.mqtt_url or "off",
+        )
+
+    async def start_clock(self) -> None:
+        """Let simulated time run from the origin; starts the servers first if needed."""
+        if self._started:
+            return
+        await self.start_servers()
+        s = self.settings
+        assert self._origin_ns is not None
+        self._clock = SimClock(s.speed, self._origin_ns)
         self._started = True
         await self._tick()
         self._task = asyncio.create_task(self._loop(), name="workshop-loop")
         log.info(
-            "workshop started: seed=%s speed=%s machines=%s",
+            "workshop clock started: seed=%s speed=%s machines=%s",
             s.seed,
             s.speed,
             ", ".join(self._models),
@@ -228,18 +342,25 @@ class Workshop:
 
     async def stop(self) -> None:
         """Publish the last instant, write the summary, then close every face (bounded)."""
-        if not self._started:
+        if not self._servers_started:
             return
+        clock_ran = self._started
         self._started = False
+        self._servers_started = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._tick()
+        if clock_ran:
+            await self._tick()
         if self._truth is not None:
             self._truth.summary(self.summary())
         await asyncio.gather(*(link.stop() for link in self._links))
+        if clock_ran and self._opcua:
+            # OPC UA subscribers get the last instant in their next publish cycle; closing the
+            # server at once would make the final values unobservable
+            await asyncio.sleep(self.settings.opcua_linger_s)
         await asyncio.gather(*(srv.stop() for srv in self._opcua.values()))
         if self._truth is not None:
             self._truth.close()
@@ -297,7 +418,7 @@ class Workshop:
         return {
             "seed": self.settings.seed,
             "speed": self.settings.speed,
-            "start_ns": None if self._clock is None else self._clock.start_ns,
+            "start_ns": self._origin_ns,
             "end_ns": max((m.now_ns for m in self._models.values()), default=None),
             "machines": machines,
         }
