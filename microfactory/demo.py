@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import string
 import sys
@@ -147,19 +148,24 @@ async def run_demo(options: DemoOptions) -> int:
         broker = EmbeddedBroker("127.0.0.1", port)
         await broker.start()
         mqtt_url = broker.url
+    # the ground truth describes this run only (history and MES data carry over between runs)
+    truth_dir = data_dir / "truth"
+    shutil.rmtree(truth_dir, ignore_errors=True)
     workshop = Workshop(
         WorkshopSettings(
             seed=options.seed,
             speed=options.speed,
             mqtt_url=mqtt_url,
             opcua_ports={"mill-1": 0, "laser-1": 0},
-            truth_dir=data_dir / "truth",
+            truth_dir=truth_dir,
         )
     )
     gw: Gateway | None = None
     mes: Any = None
     try:
-        await workshop.start()
+        # servers first, clock last: the gateway and the MES see the machines from their first
+        # simulated second on, so the ground truth and the stored data describe the same run
+        await workshop.start(paused=True)
         data = demo_site_config(mqtt_url, workshop.opcua_endpoints, data_dir)
         _apply_options(data, options)
         try:
@@ -170,6 +176,8 @@ async def run_demo(options: DemoOptions) -> int:
         gw = Gateway(site)
         await gw.start()
         mes = await _start_mes(options, site, mqtt_url, data_dir, console)
+        await _wait_connected(gw, timeout_s=15.0)
+        await workshop.resume()
         console.print(f"MQTT broker: {mqtt_url}{' (embedded)' if broker else ''}")
         for machine, endpoint in workshop.opcua_endpoints.items():
             console.print(f"OPC UA {machine}: {endpoint}")
@@ -195,6 +203,18 @@ async def run_demo(options: DemoOptions) -> int:
             f"{gw.health.spooled:,} samples spooled, delivered {dict(gw.health.delivered)}"
         )
     return 0
+
+
+async def _wait_connected(gw: Gateway, timeout_s: float) -> None:
+    """Give the adapters a moment to connect; a slow one only misses the first seconds."""
+    names = [a.name for a in gw.site.adapters]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(gw.health.connections.get(n) == "connected" for n in names):
+            await asyncio.sleep(0.3)  # let the broker settle the subscriptions
+            return
+        await asyncio.sleep(0.05)
+    log.warning("not every adapter connected within %.0f s; starting anyway", timeout_s)
 
 
 async def _start_mes(
