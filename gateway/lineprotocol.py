@@ -1,4 +1,4 @@
-"""InfluxDB line protocol for our one schema (see microfactory.contract and docs/schema.md)."""
+"""InfluxDB line protocol for our one schema (see microfactory.contract and docs/wire-contract.md)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The gateway never imports the MES and the MES never imports the gateway; what crosses
 between them (MQTT topics, JSON payloads, the InfluxDB schema, the signal vocabulary) is
 defined here once and versioned. An integrator can speak to either side from this module,
-or from the JSON Schemas exported into ``docs/contract/`` by ``microfactory contract export``.
+or from its description in ``docs/wire-contract.md`` (JSON Schemas of the events in ``docs/mes.md``).
 
 Bump ``CONTRACT_VERSION`` on any incompatible change; additive optional fields do not bump it.
 """
