@@ -17,6 +17,7 @@ if (( want_test )); then
     command -v influxd >/dev/null || [[ -x /usr/bin/influxd ]] || packages+=(influxdb)
     command -v victoria-metrics >/dev/null || [[ -x /usr/bin/victoria-metrics ]] || packages+=(victoria-metrics)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+    [[ -x /usr/bin/chromium ]] || packages+=(chromium)
 fi
 if (( ${#packages[@]} )); then
     sudo=""

@@ -9,5 +9,6 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
+.venv/bin/mypy docs/examples docs/gen_config_reference.py   # the docs' code type-checks too
 echo "== pytest"
 exec .venv/bin/python -m pytest "$@"

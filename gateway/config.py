@@ -114,6 +114,25 @@ class HealthSettings(_Section):
     enabled: bool = True
 
 
+class MesLinkSettings(_Section):
+    """The MES link: machine context in (retained MQTT), machine events out (QoS 1).
+
+    Uses the ``mqtt:`` broker. ``events: false`` keeps only the context tagging.
+    """
+
+    events: bool = True
+    client_id: str | None = Field(default=None, description="default: <mqtt.client_id>-mes")
+    protocol: Literal["3.1.1", "5"] = Field(
+        default="3.1.1", description="MQTT version of the persistent session"
+    )
+    session_expiry_s: int = Field(default=7 * 86400, ge=0, le=2**32 - 1, description="MQTT 5 only")
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    connect_wait_s: float = Field(default=3.0, ge=0, le=60)
+    hold_s: float = Field(default=60.0, gt=0, le=3600)
+    batch_size: int = Field(default=2000, ge=1, le=100_000)
+    state_path: Path | None = Field(default=None, description="default: next to the spool")
+
+
 class MachineConfig(_Section):
     id: str
     kind: str = "generic"
@@ -157,6 +176,7 @@ class SiteConfig(BaseSettings):
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    mes_link: MesLinkSettings | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -194,6 +214,8 @@ class SiteConfig(BaseSettings):
                     f"adapters[{i}] ({adapter.name}): machine {machine!r} is not declared "
                     f"under 'machines' (declared: {', '.join(sorted(known))})"
                 )
+        if self.mes_link is not None and self.mqtt is None:
+            self.mqtt = MqttSettings()
         if any(a.type == "mqtt" for a in self.adapters) and self.mqtt is None:
             self.mqtt = MqttSettings()
         return self

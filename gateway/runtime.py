@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .adapters import adapter_classes
 from .adapters.base import Adapter
@@ -17,6 +17,9 @@ from .sample import Sample
 from .sinks import Sink, build_sinks
 from .spool import Spool
 
+if TYPE_CHECKING:
+    from .mes_link import MesLink
+
 log = logging.getLogger(__name__)
 
 
@@ -27,6 +30,12 @@ class Gateway:
         self.site = site
         self.health = Health()
         self.sinks: list[Sink] = build_sinks(site) + list(extra_sinks or [])
+        self.mes_link: MesLink | None = None
+        if site.mes_link is not None:  # context from the MES in, machine events out
+            from .mes_link import MesLink
+
+            self.mes_link = MesLink(site)
+            self.sinks.append(self.mes_link)
         self.spool = Spool(site.spool, [s.name for s in self.sinks])
         self.adapters: list[Adapter] = []
         self.deliveries: list[Delivery] = []
@@ -43,6 +52,8 @@ class Gateway:
                 await ensure()
         self.deliveries = [Delivery(s, self.spool, self.health) for s in self.sinks]
         self.pipeline = Pipeline(self.site, self.spool, self.health, self._spooled)
+        if self.mes_link is not None:
+            self.pipeline.context = self.mes_link.context
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
         for d in self.deliveries:
             self._tasks.append(asyncio.create_task(d.run(), name=f"sink:{d.sink.name}"))

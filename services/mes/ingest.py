@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 EVENT_ADAPTER: TypeAdapter[StateChanged | PartCompleted | GapReported] = TypeAdapter(MachineEvent)
 DOWN_STATES = frozenset({"fault", "off"})
 MACHINE_REPORTED = "machine_reported"
+MAX_NS = 2**62
 
 
 @dataclass(slots=True)
@@ -63,6 +64,9 @@ def ingest_event(
     session: Session, event: StateChanged | PartCompleted | GapReported, site: str
 ) -> IngestResult:
     """Apply one event inside the caller's transaction; a replayed event_id changes nothing."""
+    start_ns = event.start_ns if isinstance(event, GapReported) else event.ts_ns
+    if not (0 <= event.ts_ns < MAX_NS and 0 <= start_ns < MAX_NS) or len(event.event_id) > 128:
+        return IngestResult(event.event_id, "rejected: ts_ns or event_id out of range")
     if session.get(EventRecord, event.event_id) is not None:
         return IngestResult(event.event_id, "duplicate", duplicate=True)
     record = EventRecord(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,7 +50,10 @@ class MesSettings(BaseSettings):
     timezone: str = "UTC"
     shifts: list[ShiftSpec] = Field(default_factory=_default_shifts)
     mqtt_client_id: str | None = None
-    mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    mqtt_protocol: Literal["3.1.1", "5"] = Field(
+        default="3.1.1", description="MQTT version of the bridge's persistent session"
+    )
+    mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, description="MQTT 5 only")
 
     @field_validator("timezone")
     @classmethod

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.mes.errors import Conflict, Invalid, InvalidTransition, NotFound
+from services.mes.ingest import segment_at
 from services.mes.models import (
     Batch,
     BatchStatus,
@@ -30,7 +31,7 @@ from services.mes.models import (
     RunStatus,
     Scrap,
 )
-from services.mes.timeutil import now
+from services.mes.timeutil import now, to_ns
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -212,21 +213,51 @@ def start_run(
     if order.status == OrderStatus.released:
         order.status = OrderStatus.in_progress
     session.flush()
+    reattribute_parts(session, machine_id, when)
     return run
 
 
-def _close_segment(run: OperationRun, when: datetime) -> None:
+def _close_segment(session: Session, run: OperationRun, when: datetime) -> None:
     for seg in run.segments:
         if seg.ended_at is None:
             if when < seg.started_at:
                 raise Invalid("at", f"is before the segment start {seg.started_at.isoformat()}")
             seg.ended_at = when
+    session.flush()
+    reattribute_parts(session, run.machine_id, when)
+
+
+def reattribute_parts(session: Session, machine_id: str, since: datetime) -> int:
+    """Give machine-reported parts from ``since`` on to the run segment that now covers them.
+
+    Events are attributed when they arrive; a run started or ended with a back-dated time
+    (an operator typing when it really happened) moves the parts on the wrong side of it.
+    Returns how many parts moved.
+    """
+    moved = 0
+    parts = session.scalars(
+        select(Part).where(
+            Part.machine_id == machine_id, Part.source == "machine", Part.completed_at >= since
+        )
+    ).all()
+    for part in parts:
+        segment = segment_at(session, machine_id, to_ns(part.completed_at))
+        run_id = segment.run_id if segment else None
+        if part.run_id == run_id:
+            continue
+        part.run_id = run_id
+        part.batch_id = segment.run.batch_id if segment else None
+        for scrap in session.scalars(select(Scrap).where(Scrap.part_id == part.id)):
+            scrap.run_id = run_id
+        moved += 1
+    session.flush()
+    return moved
 
 
 def pause_run(session: Session, run: OperationRun, at: datetime | None = None) -> OperationRun:
     if run.status != RunStatus.running:
         raise InvalidTransition("operation run", run.id, run.status, "pause")
-    _close_segment(run, _when(at))
+    _close_segment(session, run, _when(at))
     run.status = RunStatus.paused
     return run
 
@@ -244,6 +275,7 @@ def resume_run(
     run.status = RunStatus.running
     session.add(RunSegment(run=run, machine_id=run.machine_id, operator=operator, started_at=when))
     session.flush()
+    reattribute_parts(session, run.machine_id, when)
     return run
 
 
@@ -253,7 +285,7 @@ def complete_run(session: Session, run: OperationRun, at: datetime | None = None
         raise InvalidTransition("operation run", run.id, run.status, "complete")
     when = _when(at)
     if run.status == RunStatus.running:
-        _close_segment(run, when)
+        _close_segment(session, run, when)
     run.status = RunStatus.done
     run.ended_at = when
     batch = run.batch

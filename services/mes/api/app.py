@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
-from services.mes import db
+from services.mes import db, seed
 from services.mes.api import deps
 from services.mes.api.routes import catalog, operations, orders, reports, system
 from services.mes.context import ContextPublisher, NullPublisher
@@ -37,6 +37,8 @@ def create_app(
     engine = db.make_engine(settings.db_url)
     db.migrate(engine)
     sessions = db.session_factory(engine)
+    with db.session_scope(sessions) as session:
+        seed.ensure_builtin(session)
     runtime = deps.Runtime(
         settings=settings,
         engine=engine,
@@ -81,6 +83,9 @@ def create_app(
     for module in (system, catalog, orders, operations, reports):
         api.include_router(module.router)
     app.include_router(api)
+    from services.mes.web import mount_web  # operator UI + live tiles (services/mes/web)
+
+    mount_web(app, api_prefix=API_PREFIX)
     return app
 
 

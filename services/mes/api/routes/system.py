@@ -67,7 +67,11 @@ def health(runtime: RuntimeDep, session: SessionDep) -> Health:
     return Health(
         status="ok",
         database="ok",
-        mqtt=mqtt if mqtt in ("connected", "disconnected") else "disabled",  # type: ignore[arg-type]
+        mqtt="connected"
+        if mqtt == "connected"
+        else "disconnected"
+        if mqtt == "disconnected"
+        else "disabled",
         site=runtime.settings.site,
         version="0.1.0",
     )
@@ -230,6 +234,8 @@ def post_event(
     """Ingest one machine event over HTTP, exactly as if it came over MQTT (idempotent)."""
     if not 0 <= body.ts_ns < 2**62:
         raise Invalid("ts_ns", "outside the representable time range")
+    if len(body.event_id) > 128:
+        raise Invalid("event_id", "longer than 128 characters")
     try:
         result = ingest_event(session, body, runtime.settings.site)
     except ValidationError as err:

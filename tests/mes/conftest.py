@@ -1,0 +1,67 @@
+"""MES fixtures: one PostgreSQL server per session, a fresh database (SQLite or PostgreSQL) per
+test, and the MES app built by its real factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.mes import db
+from services.mes.api.app import create_app
+from services.mes.seed import seed_demo
+from services.mes.settings import MesSettings
+from tests.helpers.postgres import PostgresServer, find_pg_bin
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    if find_pg_bin() is None:
+        pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on SQLite (the default) and PostgreSQL (by URL)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mes.sqlite'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mes.sqlite'}"
+
+
+MakeClient = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client() -> Iterator[MakeClient]:
+    """Build a seeded MES app on a database URL and return a client (closed after the test)."""
+    clients: list[TestClient] = []
+
+    def make(url: str, **settings: object) -> TestClient:
+        values: dict[str, object] = {"db_url": url, "demo": True, "site": "demo"}
+        values.update(settings)
+        app = create_app(MesSettings.model_validate(values))
+        with db.session_scope(app.state.runtime.sessions) as session:
+            seed_demo(session)
+        client = TestClient(app)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+OPERATOR = ("operator", "operator")
+MANAGER = ("manager", "manager")
+ADMIN = ("admin", "admin")

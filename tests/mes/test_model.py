@@ -1,0 +1,268 @@
+"""The MES model on SQLite and on PostgreSQL: migrations, workflow rules, ingestion, genealogy."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from microfactory.contract import PartCompleted, StateChanged
+from services.mes import db, trace, workflow
+from services.mes.errors import Conflict, Invalid, InvalidTransition
+from services.mes.ingest import ingest_event
+from services.mes.models import (
+    Base,
+    Batch,
+    BatchStatus,
+    Downtime,
+    MaterialLot,
+    Order,
+    OrderStatus,
+    Part,
+    Scrap,
+)
+from services.mes.reports import batch_energy, order_progress
+from services.mes.seed import seed_demo
+from services.mes.settings import MesSettings
+from services.mes.timeutil import to_ns
+from tests.helpers.postgres import PostgresServer
+
+pytestmark = pytest.mark.integration
+S = 1_000_000_000
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = db.make_engine(db_url)
+    db.migrate(engine)
+    factory = db.session_factory(engine)
+    with db.session_scope(factory) as s:
+        seed_demo(s)
+    yield factory
+    engine.dispose()
+
+
+def _order(s: Session, code: str = "SO-1001") -> Order:
+    order = s.scalars(select(Order).where(Order.code == code)).one()
+    return order
+
+
+def test_postgres_runs_unprivileged(postgres: PostgresServer) -> None:
+    """Under root (CI) the server must run as the postgres user; otherwise as ourselves."""
+    expected = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    assert postgres.whoami() == expected
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    db.migrate(engine)
+    db.migrate(engine)  # running it again at the next start is a no-op
+    with engine.connect() as conn:
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+        )
+    engine.dispose()
+    assert diff == [], f"models and migrations disagree: {diff}"
+
+
+def test_order_flow_and_the_rules_guarding_it(sessions: sessionmaker[Session]) -> None:
+    with db.session_scope(sessions) as s:
+        order = _order(s)
+        workflow.release_order(s, order)
+        assert order.status == OrderStatus.released
+        (batch,) = order.batches
+        assert batch.lot_number == "SO-1001-01" and batch.quantity == order.quantity
+        with pytest.raises(InvalidTransition) as err:
+            workflow.release_order(s, order)
+        assert err.value.extra["current_state"] == "released"
+        laser_op = order.product.operations[0]
+        with pytest.raises(Invalid) as wrong_kind:
+            workflow.start_run(s, batch, laser_op.id, "mill-1", "operator")
+        assert wrong_kind.value.extra["field"] == "machine_id"
+        run = workflow.start_run(s, batch, laser_op.id, "laser-1", "operator")
+        assert order.status == OrderStatus.in_progress and batch.status == BatchStatus.in_progress
+        with pytest.raises(Conflict):  # one batch at a time on a machine
+            workflow.start_run(s, batch, laser_op.id, "laser-1", "operator")
+        workflow.pause_run(s, run)
+        workflow.resume_run(s, run, "operator")
+        assert len(run.segments) == 2 and run.segments[0].ended_at is not None
+        with pytest.raises(Conflict):
+            workflow.cancel_order(s, order)
+
+
+def test_times_are_utc_aware_on_every_backend(sessions: sessionmaker[Session]) -> None:
+    at = datetime(2024, 5, 1, 8, 30, 15, 123456, tzinfo=UTC)
+    with db.session_scope(sessions) as s:
+        s.add(
+            MaterialLot(
+                lot_number="ML-T",
+                material="x",
+                received_quantity=1,
+                unit="kg",
+                received_at=at.astimezone(ZoneInfo("Europe/Berlin")),
+            )
+        )
+    with sessions() as s:
+        lot = s.scalars(select(MaterialLot).where(MaterialLot.lot_number == "ML-T")).one()
+        assert lot.received_at == at and lot.received_at.tzinfo is not None
+
+
+def test_unique_lot_numbers_are_enforced_by_the_database(sessions: sessionmaker[Session]) -> None:
+    with sessions() as s:
+        s.add(
+            MaterialLot(lot_number="ML-S235-2405", material="dup", received_quantity=1, unit="kg")
+        )
+        with pytest.raises(IntegrityError):
+            s.commit()
+
+
+def _run_batch(s: Session) -> tuple[Batch, int, datetime]:
+    order = _order(s)
+    workflow.release_order(s, order)
+    batch = order.batches[0]
+    start = datetime.now(UTC) - timedelta(hours=1)
+    run = workflow.start_run(s, batch, order.product.operations[0].id, "laser-1", "op1", start)
+    workflow.consume(s, batch, "ML-S235-2405", 25.0, "op1")
+    return batch, run.id, start
+
+
+def test_events_are_attributed_by_time_and_idempotent(sessions: sessionmaker[Session]) -> None:
+    with db.session_scope(sessions) as s:
+        batch, run_id, start = _run_batch(s)
+    t = to_ns(start)
+    events = [
+        StateChanged(event_id="e-s1", site="demo", machine="laser-1", ts_ns=t + 1, state="running"),
+        PartCompleted(
+            event_id="e-p1",
+            site="demo",
+            machine="laser-1",
+            ts_ns=t + 20 * 10**9,
+            part_count=1,
+            good=True,
+            energy_wh=60.0,
+            cycle_time_s=20.0,
+        ),
+        PartCompleted(
+            event_id="e-p2",
+            site="demo",
+            machine="laser-1",
+            ts_ns=t + 41 * 10**9,
+            part_count=2,
+            good=False,
+            energy_wh=58.0,
+            cycle_time_s=21.0,
+        ),
+        StateChanged(
+            event_id="e-s2",
+            site="demo",
+            machine="laser-1",
+            ts_ns=t + 50 * 10**9,
+            state="fault",
+            previous="running",
+        ),
+        # before the run started: the part belongs to no batch
+        PartCompleted(
+            event_id="e-p0",
+            site="demo",
+            machine="laser-1",
+            ts_ns=t - 10**9,
+            part_count=0,
+            good=True,
+            energy_wh=1.0,
+        ),
+        PartCompleted(event_id="e-x", site="other", machine="laser-1", ts_ns=t + 2, part_count=9),
+    ]
+    with db.session_scope(sessions) as s:
+        outcomes = [ingest_event(s, e, "demo").outcome for e in events]
+    assert outcomes[1] == f"part on run {run_id}" and outcomes[2].endswith(", scrap")
+    assert "downtime" in outcomes[3] and "unattributed" in outcomes[4]
+    assert outcomes[5].startswith("ignored: site")
+    with db.session_scope(sessions) as s:  # the replay after a reconnect
+        again = [ingest_event(s, e, "demo") for e in events]
+    assert all(r.duplicate for r in again)
+    with sessions() as s:
+        parts = s.scalars(select(Part).where(Part.run_id == run_id)).all()
+        assert sorted(p.energy_wh or 0 for p in parts) == [58.0, 60.0]
+        assert s.scalars(select(Scrap)).one().reason_code == "machine_reported"
+        assert s.scalars(select(Downtime)).one().reason_code == "unassigned"
+        b = s.get(Batch, batch.id)
+        assert b is not None
+        progress = order_progress(s, b.order)
+        assert progress["scrap"] == 1
+        energy = batch_energy(s, b, MesSettings(demo=True))
+        assert energy["energy_wh"] == pytest.approx(118.0)
+        assert energy["wh_per_good_part"] == pytest.approx(118.0)
+
+
+def test_genealogy_forward_and_backward(sessions: sessionmaker[Session]) -> None:
+    with db.session_scope(sessions) as s:
+        batch, _run_id, start = _run_batch(s)
+        ingest_event(
+            s,
+            PartCompleted(
+                event_id="g-1",
+                site="demo",
+                machine="laser-1",
+                ts_ns=to_ns(start) + 10**9,
+                part_count=1,
+                good=True,
+                energy_wh=5.0,
+            ),
+            "demo",
+        )
+    with sessions() as s:
+        forward = trace.material_forward(s, "ML-S235-2405")
+        (entry,) = forward["batches"]
+        assert entry["lot_number"] == batch.lot_number and entry["order"] == "SO-1001"
+        assert entry["quantity_consumed"] == 25.0
+        part = s.scalars(select(Part).where(Part.event_id == "g-1")).one()
+        back = trace.part_trace(s, part, MesSettings(demo=True))
+        assert back["part"]["run"]["machine_id"] == "laser-1"
+        assert back["part"]["run"]["operators"] == ["op1"]
+        assert [m["material_lot"] for m in back["batch"]["materials"]] == ["ML-S235-2405"]
+        assert back["batch"]["telemetry"]["tag"]["batch"] == batch.lot_number
+        with pytest.raises(Conflict):  # a lot cannot give more than it received
+            workflow.consume(s, s.get(Batch, batch.id), "ML-S235-2405", 10_000.0, "op1")  # type: ignore[arg-type]
+
+
+def test_back_dated_start_and_end_move_parts_to_the_right_run(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Events are attributed on arrival; an operator's back-dated times re-attribute them."""
+    base = datetime.now(UTC) - timedelta(hours=2)
+    t = to_ns(base)
+    with db.session_scope(sessions) as s:
+        order = _order(s)
+        workflow.release_order(s, order)
+        for i, minute in enumerate((5, 20, 40)):
+            ingest_event(
+                s,
+                PartCompleted(
+                    event_id=f"r-{i}",
+                    site="demo",
+                    machine="laser-1",
+                    ts_ns=t + minute * 60 * S,
+                    part_count=i + 1,
+                    good=i != 1,
+                ),
+                "demo",
+            )
+        assert s.scalars(select(Part).where(Part.run_id.is_not(None))).all() == []
+        run = workflow.start_run(
+            s, order.batches[0], order.product.operations[0].id, "laser-1", "op1", base
+        )
+        assert len(s.scalars(select(Part).where(Part.run_id == run.id)).all()) == 3
+        workflow.complete_run(s, run, base + timedelta(minutes=30))
+        kept = s.scalars(select(Part).where(Part.run_id == run.id)).all()
+        assert sorted(p.event_id or "" for p in kept) == ["r-0", "r-1"]
+        scrap = s.scalars(select(Scrap)).one()
+        assert scrap.run_id == run.id  # the machine's scrap moved with its part

@@ -1,0 +1,140 @@
+"""MES <-> gateway over a real Mosquitto: retained context, QoS 1 events on persistent sessions,
+idempotent replays, and events kept by the broker while the MES is down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.config import parse_site_config
+from gateway.mes_link import MesLink
+from gateway.sample import Sample
+from microfactory import contract
+from microfactory.ports import free_port
+from services.demo import DemoMes, start_demo_mes
+from tests.helpers.servers import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+S = 1_000_000_000
+MANAGER = ("manager", "manager")
+
+
+def _site(mqtt_url: str, tmp: Path) -> Any:
+    return parse_site_config(
+        {
+            "site": "demo",
+            "mqtt": {"url": mqtt_url, "client_id": "wire-test-gw"},
+            "mes_link": {"publish_timeout_s": 5},
+            "spool": {"path": str(tmp / "spool.sqlite")},
+            "machines": [{"id": "mill-1", "kind": "cnc_mill"}],
+        },
+        "wire test",
+    )
+
+
+def _retained(url: str, topic: str) -> dict[str, bytes]:
+    """Read the retained messages under a topic filter with a plain MQTT client."""
+    host, port = url.removeprefix("mqtt://").split(":")
+    got: dict[str, bytes] = {}
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.time_ns()}")
+    client.on_message = lambda _c, _u, msg: got.__setitem__(msg.topic, bytes(msg.payload))
+    client.connect(host, int(port))
+    client.subscribe(topic, qos=1)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and len(got) < 5:
+        client.loop(0.1)
+    client.disconnect()
+    return got
+
+
+async def _until(check: Any, what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def _cycle(t0: int, part: int, wh: float) -> list[Sample]:
+    ts = t0 + part * 45 * S
+    return [
+        Sample("mill-1", "part_count", float(part), "count", ts),
+        Sample("mill-1", "good_count", float(part), "count", ts),
+        Sample("mill-1", "energy_active", wh, "Wh", ts),
+    ]
+
+
+async def _parts(mes: DemoMes) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=mes.api) as api:
+        r = await api.get("/parts", params={"machine_id": "mill-1", "limit": 1000}, auth=MANAGER)
+        assert r.status_code == 200
+        items: list[dict[str, Any]] = r.json()["items"]
+        return items
+
+
+async def test_context_and_events_across_an_mes_outage(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    async def start() -> DemoMes:
+        return await start_demo_mes(
+            host="127.0.0.1",
+            port=free_port(),
+            mqtt_url=mosquitto.url,
+            site="demo",
+            data_dir=tmp_path / "mes",
+        )
+
+    mes = await start()
+    link = MesLink(_site(mosquitto.url, tmp_path))
+    try:
+        # the demo put batches on the machines; their contexts are retained on the broker
+        await _until(lambda: mes.runtime.mqtt_status() == "connected", "MES bridge")
+        retained = await asyncio.to_thread(
+            _retained, mosquitto.url, contract.context_subscription("demo")
+        )
+        ctx = contract.MachineContext.model_validate_json(
+            retained[contract.context_topic("demo", "mill-1")]
+        )
+        assert (ctx.order, ctx.batch, ctx.operation) == ("SO-1001", "SO-1001-01", "20:mill bores")
+        assert ctx.operator == "operator"
+        await link.open()
+        assert link.context["mill-1"] == {
+            "order": "SO-1001",
+            "batch": "SO-1001-01",
+            "operation": "20:mill bores",
+        }
+        t0 = time.time_ns() - 3600 * S
+        await link.write(_cycle(t0, 0, 100.0) + _cycle(t0, 1, 180.0) + _cycle(t0, 2, 265.5))
+        await _until(lambda: mes.runtime.publisher.ingested >= 2, "two parts ingested")  # type: ignore[attr-defined]
+        parts = await _parts(mes)
+        # before the run started (the demo started it now): machine parts, no batch
+        assert sorted(p["energy_wh"] or 0 for p in parts) == [0, 85.5]
+
+        await mes.stop()  # the MES is down; its persistent session keeps collecting events
+        await link.write(_cycle(t0, 3, 300.0) + _cycle(t0, 4, 390.0))
+        mes = await start()
+        await _until(lambda: mes.runtime.publisher.ingested >= 2, "queued events after restart")  # type: ignore[attr-defined]
+        parts = await _parts(mes)
+        assert sorted(p["energy_wh"] or 0 for p in parts) == [0, 34.5, 85.5, 90.0]
+
+        # a gateway that lost its memory replays the same samples: same ids, nothing doubled
+        fresh = MesLink(_site(mosquitto.url, tmp_path / "other"))
+        fresh.settings = fresh.settings.model_copy(update={"client_id": "wire-test-gw-2"})
+        await fresh.open()
+        replay = [s for p in range(5) for s in _cycle(t0, p, 100.0 + 70 * p)]
+        await fresh.write(replay)
+        await fresh.close()
+        await _until(lambda: mes.runtime.publisher.duplicates >= 1, "replay seen")  # type: ignore[attr-defined]
+        await asyncio.sleep(0.5)
+        assert len(await _parts(mes)) == 4
+    finally:
+        await link.close()
+        await mes.stop()
