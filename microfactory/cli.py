@@ -26,7 +26,9 @@ def setup_logging(level: str) -> None:
     )
     # asyncua is chatty at INFO about every session detail.
     logging.getLogger("asyncua").setLevel(logging.WARNING)
-    logging.getLogger("amqtt").setLevel(logging.WARNING)
+    logging.getLogger("amqtt").setLevel(logging.ERROR)  # the demo broker's defaults, by design
+    # plain-TCP demo servers warn about missing security policies: true, and said in the docs
+    logging.getLogger("asyncua.server.server").setLevel(logging.ERROR)
     logging.getLogger("transitions").setLevel(logging.WARNING)
 
 

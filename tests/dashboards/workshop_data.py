@@ -1,0 +1,162 @@
+"""The simulated workshop's data in a real InfluxDB 1.x, with batch context, for the dashboards.
+
+The simulators feed the real gateway over OPC UA and MQTT (real Mosquitto); this module plays
+the MES's part of the wire contract only: it publishes retained ``MachineContext`` messages, so
+the gateway tags samples with order / batch / operation exactly as it does under the real MES.
+Half-way through, two machines move on to their next batch, so there are several batches to
+compare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.config import parse_site_config
+from gateway.runtime import Gateway
+from microfactory import contract
+from microfactory.demo import demo_site_config
+from simulators.workshop import Workshop, WorkshopSettings
+from tests.helpers.servers import InfluxDB1, Mosquitto
+
+SITE = "demo"
+DATABASE = "microfactory"
+MACHINES = ("mill-1", "laser-1", "printer-1", "assembly-1", "meter-1")
+SPEED = 60.0  # simulated seconds per wall second
+RUN_WALL_S = 12.0  # 12 simulated minutes
+
+# machine -> (order, batch, operation, product) at the start; meter-1 works on nothing
+FIRST_CONTEXT = {
+    "laser-1": ("SO-1001", "SO-1001-B1", "10-cut", "bracket"),
+    "mill-1": ("SO-1001", "SO-1001-B1", "20-mill", "bracket"),
+    "printer-1": ("SO-1002", "SO-1002-B1", "10-print", "housing"),
+    "assembly-1": ("SO-1002", "SO-1002-B1", "20-assemble", "housing"),
+}
+# half-way through: the laser and the mill start the order's second batch
+SECOND_CONTEXT = {
+    "laser-1": ("SO-1001", "SO-1001-B2", "10-cut", "bracket"),
+    "mill-1": ("SO-1001", "SO-1001-B2", "20-mill", "bracket"),
+}
+BATCHES = ("SO-1001-B1", "SO-1001-B2", "SO-1002-B1")
+ORDERS = ("SO-1001", "SO-1002")
+
+
+@dataclass(frozen=True)
+class WorkshopRun:
+    influxdb: InfluxDB1
+    database: str
+    start_ns: int  # first point written
+    end_ns: int  # last point written
+    received: int
+    dead_lettered: int
+
+
+def _publish_contexts(url: str, contexts: dict[str, tuple[str, str, str, str]]) -> None:
+    """Publish retained MachineContext messages, as the MES does, and wait for the broker."""
+    parts = urlsplit(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dashboards-mes-{time.time_ns()}")
+    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
+    client.loop_start()
+    try:
+        infos = []
+        for machine, (order, batch, operation, product) in contexts.items():
+            ctx = contract.MachineContext(
+                site=SITE,
+                machine=machine,
+                order=order,
+                batch=batch,
+                operation=operation,
+                product=product,
+                since_ns=time.time_ns(),
+            )
+            infos.append(
+                client.publish(
+                    contract.context_topic(SITE, machine),
+                    ctx.model_dump_json().encode(),
+                    qos=1,
+                    retain=True,
+                )
+            )
+        for info in infos:
+            info.wait_for_publish(10)
+            assert info.is_published(), "broker did not take the machine context"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def _wait_for(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _quiet(gw: Gateway, settle_s: float = 1.0, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    last, since = gw.health.received, time.monotonic()
+    while time.monotonic() - since < settle_s:
+        assert time.monotonic() < deadline, "gateway never went quiet"
+        await asyncio.sleep(0.1)
+        if gw.health.received != last:
+            last, since = gw.health.received, time.monotonic()
+
+
+async def run_workshop(tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1) -> WorkshopRun:
+    """Run the simulated workshop through the gateway into ``influxdb``; return what was run."""
+    await asyncio.to_thread(_publish_contexts, mosquitto.url, FIRST_CONTEXT)
+    workshop = Workshop(
+        WorkshopSettings(
+            seed=7,
+            speed=SPEED,
+            mqtt_url=mosquitto.url,
+            opcua_ports={"mill-1": 0, "laser-1": 0},
+            truth_dir=tmp_path / "truth",
+            power_loss_probability=1.0,  # per simulated hour: a counter reset now and then
+        )
+    )
+    await workshop.start(paused=True)
+    data = demo_site_config(mosquitto.url, workshop.opcua_endpoints, tmp_path / "gateway")
+    data["influxdb"] = {"api": "v1", "url": influxdb.url, "database": DATABASE}
+    site = parse_site_config(data, "dashboards test site")
+    gw = Gateway(site)
+    try:
+        await gw.start()
+        adapters = [a.name for a in site.adapters]
+        await _wait_for(
+            lambda: all(gw.health.connections.get(a) == "connected" for a in adapters),
+            30,
+            "every adapter connected",
+        )
+        link = gw.mes_link
+        assert link is not None, "the demo site config has the MES link on"
+        await _wait_for(lambda: len(link.context) == len(FIRST_CONTEXT), 10, "batch contexts")
+        await asyncio.sleep(0.5)  # let the broker settle the MQTT subscriptions
+        await workshop.resume()
+        await asyncio.sleep(RUN_WALL_S / 2)
+        await asyncio.to_thread(_publish_contexts, mosquitto.url, SECOND_CONTEXT)
+        await asyncio.sleep(RUN_WALL_S / 2)
+        await workshop.stop()
+        await _quiet(gw)
+    finally:
+        await workshop.stop()
+        await gw.stop(timeout_s=30)
+    first = influxdb.rows('SELECT first("value") FROM "telemetry"', DATABASE)
+    last = influxdb.rows('SELECT last("value") FROM "telemetry"', DATABASE)
+    assert first and last, "the gateway wrote nothing to InfluxDB"
+    return WorkshopRun(
+        influxdb=influxdb,
+        database=DATABASE,
+        start_ns=int(first[0]["time"]),
+        end_ns=int(last[0]["time"]),
+        received=gw.health.received,
+        dead_lettered=sum(gw.health.dead_lettered.values()),
+    )
