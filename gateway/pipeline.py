@@ -65,7 +65,7 @@ class Pipeline:
         self._queue: asyncio.Queue[_Samples | _DeadLetter | None] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self.context: dict[str, dict[str, str]] = {}  # machine -> order/batch/operation tags
+        self.context: dict[str, dict[str, str]] = {}  # machine -> order/batch/operation/product tags
         self.last: dict[tuple[str, str], LastValue] = {}
 
     # ------------------------------------------------------------------ Emitter

@@ -36,4 +36,4 @@ class Sample:
     unit: str
     ts_ns: int
     quality: Quality = "good"
-    tags: dict[str, str] = field(default_factory=dict)  # context: order, batch, operation
+    tags: dict[str, str] = field(default_factory=dict)  # context: order, batch, operation, product

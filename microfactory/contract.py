@@ -29,7 +29,7 @@ TAG_MACHINE = "machine"
 TAG_SIGNAL = "signal"
 TAG_UNIT = "unit"
 TAG_QUALITY = "quality"
-CONTEXT_TAGS = ("order", "batch", "operation")
+CONTEXT_TAGS = ("order", "batch", "operation", "product")
 FIELD_VALUE = "value"
 FIELD_TEXT = "text"
 
@@ -128,6 +128,7 @@ class _Event(_Payload):
     order: str | None = None
     batch: str | None = None
     operation: str | None = None
+    product: str | None = None
 
 
 class StateChanged(_Event):

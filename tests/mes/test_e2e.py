@@ -144,6 +144,7 @@ async def test_workshop_through_gateway_into_the_mes(mosquitto: Mosquitto, tmp_p
             "order": "SO-1001",
             "batch": "SO-1001-01",
             "operation": "10:laser cut blank",
+            "product": "BRK-100",
         }
         await asyncio.sleep(RUN_WALL_S)
         t_b = clock.now_ns() // 1_000_000 * 1_000_000

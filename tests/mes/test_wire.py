@@ -110,6 +110,7 @@ async def test_context_and_events_across_an_mes_outage(
             "order": "SO-1001",
             "batch": "SO-1001-01",
             "operation": "20:mill bores",
+            "product": "BRK-100",
         }
         t0 = time.time_ns() - 3600 * S
         await link.write(_cycle(t0, 0, 100.0) + _cycle(t0, 1, 180.0) + _cycle(t0, 2, 265.5))
