@@ -65,7 +65,8 @@ class Pipeline:
         self._queue: asyncio.Queue[_Samples | _DeadLetter | None] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self.context: dict[str, dict[str, str]] = {}  # machine -> order/batch/operation/product tags
+        # machine -> context tags (order, batch, operation, product)
+        self.context: dict[str, dict[str, str]] = {}
         self.last: dict[tuple[str, str], LastValue] = {}
 
     # ------------------------------------------------------------------ Emitter
