@@ -231,7 +231,8 @@ async def _start_mes(
     )
     print(f"http://127.0.0.1:{port}", flush=True)  # noqa: T201 - a line of its own, for scripts
     console.print(
-        f"MES: http://127.0.0.1:{port}/api/v1 (users operator/operator, manager/manager, admin/admin)"
+        f"Operator UI: http://127.0.0.1:{port}/ — log in as operator/operator or manager/manager"
+        f"\nMES API: http://127.0.0.1:{port}/api/v1 (also admin/admin; schema at /openapi.json)"
     )
     return mes
 
