@@ -843,11 +843,12 @@ def energy() -> Dashboard:
     return Dashboard(
         "microfactory-energy",
         "microfactory — energy",
-        "kWh per batch, order and operation, energy per part, energy per machine.",
+        "kWh per batch, order, product and operation, energy per part, energy per machine.",
         [
-            kwh_by("batch", "kWh per batch", (0, 0, 8, 8), batch=True),
-            kwh_by("order", "kWh per order", (8, 0, 8, 8), batch=False),
-            kwh_by("operation", "kWh per operation", (16, 0, 8, 8), batch=False),
+            kwh_by("batch", "kWh per batch", (0, 0, 6, 8), batch=True),
+            kwh_by("order", "kWh per order", (6, 0, 6, 8), batch=False),
+            kwh_by("product", "kWh per product", (12, 0, 6, 8), batch=False),
+            kwh_by("operation", "kWh per operation", (18, 0, 6, 8), batch=False),
             batch_table,
             per_part_trend,
             kwh_per_machine,
