@@ -13,7 +13,6 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -25,6 +24,7 @@ from microfactory import contract
 from microfactory.demo import demo_site_config
 from simulators.workshop import Workshop, WorkshopSettings
 from tests.helpers.servers import InfluxDB1, Mosquitto
+from tests.helpers.waiting import gateway_quiet, wait_for
 
 SITE = "demo"
 DATABASE = "microfactory"
@@ -92,24 +92,6 @@ def _publish_contexts(url: str, contexts: dict[str, tuple[str, str, str, str]]) 
         client.loop_stop()
 
 
-async def _wait_for(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def _quiet(gw: Gateway, settle_s: float = 1.0, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    last, since = gw.health.received, time.monotonic()
-    while time.monotonic() - since < settle_s:
-        assert time.monotonic() < deadline, "gateway never went quiet"
-        await asyncio.sleep(0.1)
-        if gw.health.received != last:
-            last, since = gw.health.received, time.monotonic()
-
-
 async def run_workshop(tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1) -> WorkshopRun:
     """Run the simulated workshop through the gateway into ``influxdb``; return what was run."""
     await asyncio.to_thread(_publish_contexts, mosquitto.url, FIRST_CONTEXT)
@@ -131,21 +113,21 @@ async def run_workshop(tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1
     try:
         await gw.start()
         adapters = [a.name for a in site.adapters]
-        await _wait_for(
+        await wait_for(
             lambda: all(gw.health.connections.get(a) == "connected" for a in adapters),
             30,
             "every adapter connected",
         )
         link = gw.mes_link
         assert link is not None, "the demo site config has the MES link on"
-        await _wait_for(lambda: len(link.context) == len(FIRST_CONTEXT), 10, "batch contexts")
+        await wait_for(lambda: len(link.context) == len(FIRST_CONTEXT), 10, "batch contexts")
         await asyncio.sleep(0.5)  # let the broker settle the MQTT subscriptions
         await workshop.resume()
         await asyncio.sleep(RUN_WALL_S / 2)
         await asyncio.to_thread(_publish_contexts, mosquitto.url, SECOND_CONTEXT)
         await asyncio.sleep(RUN_WALL_S / 2)
         await workshop.stop()
-        await _quiet(gw)
+        await gateway_quiet(gw)
     finally:
         await workshop.stop()
         await gw.stop(timeout_s=30)

@@ -4,7 +4,6 @@ adapter of docs/writing-an-adapter.md collects data through a real gateway.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import os
@@ -23,6 +22,7 @@ import yaml
 from gateway.adapters import adapter_classes
 from gateway.config import load_site_config, parse_site_config
 from gateway.runtime import Gateway
+from tests.helpers.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -145,14 +145,6 @@ class _Device:
             return sum(1 for k, _ in self.served if k == kind)
 
 
-async def _wait_for(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.usefixtures("example_adapter")
 async def test_example_adapter_collects_through_a_real_gateway(tmp_path: Path) -> None:
     script = ["ok", "ok", "garbage", "ok", "down", "down", "ok", "ok"]
@@ -168,7 +160,7 @@ async def test_example_adapter_collects_through_a_real_gateway(tmp_path: Path) -
         gw = Gateway(site)
         await gw.start()
         try:
-            await _wait_for(
+            await wait_for(
                 lambda: device.count("ok") >= 8 and gw.health.gaps >= 1,
                 20,
                 "eight good answers and a gap from the example adapter",

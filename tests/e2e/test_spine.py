@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,6 +25,7 @@ from microfactory.demo import demo_site_config
 from simulators.truth import GroundTruth, load_truth
 from simulators.workshop import Workshop, WorkshopSettings
 from tests.helpers.servers import InfluxDB1, Mosquitto, VictoriaMetrics
+from tests.helpers.waiting import gateway_quiet, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,25 +35,6 @@ SPEED = 60.0  # simulated seconds per wall second
 RUN_WALL_S = 20.0  # 20 simulated minutes: dozens of parts, setups, maybe a fault
 
 Series = dict[tuple[str, str], dict[int, float]]  # (machine, signal) -> ts_ns -> value
-
-
-async def _wait_for(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def _quiet(gw: Gateway, settle_s: float = 1.0, timeout_s: float = 30.0) -> None:
-    """Wait until no new sample has arrived for ``settle_s`` (the last messages are in)."""
-    deadline = time.monotonic() + timeout_s
-    last, since = gw.health.received, time.monotonic()
-    while time.monotonic() - since < settle_s:
-        assert time.monotonic() < deadline, "gateway never went quiet"
-        await asyncio.sleep(0.1)
-        if gw.health.received != last:
-            last, since = gw.health.received, time.monotonic()
 
 
 async def _run_workshop_through_gateway(
@@ -84,7 +64,7 @@ async def _run_workshop_through_gateway(
     try:
         await gw.start()
         adapters = [a.name for a in site.adapters]
-        await _wait_for(
+        await wait_for(
             lambda: all(gw.health.connections.get(a) == "connected" for a in adapters),
             30,
             "every adapter connected",
@@ -93,7 +73,7 @@ async def _run_workshop_through_gateway(
         await workshop.resume()
         await asyncio.sleep(RUN_WALL_S)
         await workshop.stop()
-        await _quiet(gw)
+        await gateway_quiet(gw)
     finally:
         await workshop.stop()
         await gw.stop(timeout_s=30)

@@ -14,7 +14,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from microfactory.ports import free_port
 
@@ -88,7 +88,7 @@ class ServerProcess:
             self.proc.wait()
         self.proc = None
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
