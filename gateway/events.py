@@ -4,7 +4,10 @@ Pure and synchronous (no I/O, no protocol), so it is tested with plain samples. 
 :class:`EventDeriver` per gateway reads samples in spool order and turns them into the wire
 contract's events:
 
-- ``StateChanged`` whenever the ``state`` signal of a machine takes a new value;
+- ``StateChanged`` whenever the ``state`` signal of a machine takes a new value, carrying
+  the state that just ended: its start (``previous_since_ns``) and the energy the machine used
+  in it (``previous_energy_wh``: the ``energy_active`` counter at this change minus the counter
+  at the previous one, corrected for resets; None when either end is not known);
 - ``PartCompleted`` for every increment of ``part_count``, carrying the part's own energy
   (the ``energy_active`` counter at this completion minus the counter at the previous one,
   corrected for counter resets, e.g. after a power loss) and its cycle time (since the later
@@ -14,7 +17,8 @@ contract's events:
 Counters of one instant may arrive in any order (several OPC UA monitored items, one MQTT
 message), so a part is held until the energy counter and the good or scrap counter (whichever
 the machine reports) have been seen at or after the part's timestamp, or until the machine's
-data has moved on by ``hold_s`` without them.
+data has moved on by ``hold_s`` without them. A state change is held the same way until the
+energy counter has been seen at or after it; events leave in the order of their timestamps.
 
 Event ids are derived from the data (site, machine, kind, source timestamp, counter value):
 a replay of the same samples yields the same ids, and the MES ignores ids it already has.
@@ -62,6 +66,15 @@ class PendingPart:
 
 
 @dataclass(slots=True)
+class PendingState:
+    ts_ns: int
+    state: str
+    previous: str | None
+    previous_since_ns: int | None
+    tags: dict[str, str]
+
+
+@dataclass(slots=True)
 class MachineTrack:
     """What the deriver remembers about one machine; JSON-serialisable for restarts."""
 
@@ -78,6 +91,13 @@ class MachineTrack:
     points: dict[str, list[Point]] = field(default_factory=dict)  # corrected for energy
     pending: list[PendingPart] = field(default_factory=list)
     latest_ns: int = 0
+    state_since: int | None = None
+    energy_at_state: float | None = None  # corrected counter when the current state began
+    # else the first reading in the current state (the state began before the counter was read)
+    energy_from_ns: int | None = None
+    energy_from_wh: float | None = None
+    pending_states: list[PendingState] = field(default_factory=list)
+    seen_ns: int = 0  # latest source time of any sample of the machine
 
 
 def _value_at(points: list[Point], ts_ns: int) -> float | None:
@@ -115,11 +135,14 @@ class EventDeriver:
         self.machines = {}
         for machine, raw in data.items():
             try:
-                track = MachineTrack(**{k: v for k, v in raw.items() if k != "pending"})
+                track = MachineTrack(
+                    **{k: v for k, v in raw.items() if k not in ("pending", "pending_states")}
+                )
                 track.points = {
                     s: [(int(t), float(v)) for t, v in pts] for s, pts in track.points.items()
                 }
                 track.pending = [PendingPart(**p) for p in raw.get("pending", [])]
+                track.pending_states = [PendingState(**p) for p in raw.get("pending_states", [])]
             except (TypeError, ValueError) as err:
                 log.warning(
                     "event state of machine %s unreadable (%s); starting afresh", machine, err
@@ -142,16 +165,18 @@ class EventDeriver:
             track = self.machines.get(s.machine)
             if track is None:
                 track = self.machines[s.machine] = MachineTrack()
+            track.seen_ns = max(track.seen_ns, s.ts_ns)
             if s.signal == "state" and isinstance(s.value, str):
-                ev = self._state(s, track)
-                if ev is not None:
-                    out.append(ev)
+                self._state(s, track)
+                out.extend(self._resolve(s.machine, track))
             elif isinstance(s.value, int | float):
                 if s.signal == "part_count":
                     self._part_count(s, float(s.value), track)
                 elif s.signal in _HELD:
                     self._counter(s, float(s.value), track)
                 else:
+                    if track.pending_states:  # the machine's data moves on: maybe past hold_s
+                        out.extend(self._resolve(s.machine, track))
                     continue
                 track.latest_ns = max(track.latest_ns, s.ts_ns)
                 out.extend(self._resolve(s.machine, track))
@@ -171,22 +196,48 @@ class EventDeriver:
             reason=m.group("reason")[:500],
         )
 
-    def _state(self, s: Sample, track: MachineTrack) -> StateChanged | None:
+    def _state(self, s: Sample, track: MachineTrack) -> None:
         assert isinstance(s.value, str)
         if s.value == track.state:
-            return None
+            return
+        if track.state_since is not None and s.ts_ns < track.state_since:
+            return  # older than the state we have: a late repeat
         previous = track.state
         track.state = s.value
         if s.value == "running":
             track.running_since = [*track.running_since[-7:], s.ts_ns]
+        track.pending_states.append(
+            PendingState(s.ts_ns, s.value, previous, track.state_since, dict(s.tags))
+        )
+        track.state_since = s.ts_ns
+
+    def _complete_state(self, machine: str, track: MachineTrack, st: PendingState) -> StateChanged:
+        points = track.points.get("energy_active", [])
+        energy_now = _energy_at(points, st.ts_ns)
+        energy_wh: float | None = None
+        from_ns: int | None = None
+        if energy_now is not None and track.energy_at_state is not None:
+            energy_wh = max(0.0, energy_now - track.energy_at_state)
+        elif energy_now is not None and track.energy_from_wh is not None:
+            energy_wh = max(0.0, energy_now - track.energy_from_wh)
+            from_ns = track.energy_from_ns
+        track.energy_at_state = energy_now
+        track.energy_from_ns = track.energy_from_wh = None
+        if energy_now is None:
+            i = bisect.bisect_left(points, (st.ts_ns, float("-inf")))
+            if i < len(points):  # the first reading in the new state: count from there
+                track.energy_from_ns, track.energy_from_wh = points[i]
         return StateChanged(
-            event_id=event_id(self.site, s.machine, "state", s.ts_ns, s.value),
+            event_id=event_id(self.site, machine, "state", st.ts_ns, st.state),
             site=self.site,
-            machine=s.machine,
-            ts_ns=s.ts_ns,
-            state=s.value,
-            previous=previous,
-            **_context(s.tags),
+            machine=machine,
+            ts_ns=st.ts_ns,
+            state=st.state,
+            previous=st.previous,
+            previous_since_ns=st.previous_since_ns,
+            previous_energy_wh=energy_wh if st.previous_since_ns is not None else None,
+            previous_energy_from_ns=from_ns if st.previous_since_ns is not None else None,
+            **_context(st.tags),
         )
 
     def _counter(self, s: Sample, value: float, track: MachineTrack) -> None:
@@ -205,7 +256,20 @@ class EventDeriver:
                 )
             track.energy_raw = value
             value = track.energy_offset + value
+            self._first_reading_in_state(track, s.ts_ns, value)
         points.append((s.ts_ns, value))
+
+    @staticmethod
+    def _first_reading_in_state(track: MachineTrack, ts_ns: int, value: float) -> None:
+        """A state released before any counter reading: its energy counts from the first one."""
+        if track.pending_states or track.state_since is None or ts_ns < track.state_since:
+            return
+        if track.energy_at_state is not None or track.energy_from_wh is not None:
+            return
+        if ts_ns == track.state_since:
+            track.energy_at_state = value
+        else:
+            track.energy_from_ns, track.energy_from_wh = ts_ns, value
 
     def _part_count(self, s: Sample, value: float, track: MachineTrack) -> None:
         count = int(value)
@@ -234,10 +298,28 @@ class EventDeriver:
         verdict = [p for s in ("good_count", "scrap_count") if (p := pts.get(s))]
         return not verdict or any(p[-1][0] >= part.ts_ns for p in verdict)
 
+    def _state_ready(self, track: MachineTrack, st: PendingState) -> bool:
+        """The energy counter seen at or after the change (or none to wait for)."""
+        if max(track.latest_ns, track.seen_ns) > st.ts_ns + self.hold_ns:
+            return True
+        energy = track.points.get("energy_active")
+        return not energy or energy[-1][0] >= st.ts_ns
+
     def _resolve(self, machine: str, track: MachineTrack) -> list[Event]:
+        """Release held parts and state changes that are ready, oldest first."""
         out: list[Event] = []
-        while track.pending and self._ready(track, track.pending[0]):
-            out.extend(self._complete(machine, track, track.pending.pop(0)))
+        while track.pending or track.pending_states:
+            part = track.pending[0] if track.pending else None
+            st = track.pending_states[0] if track.pending_states else None
+            # a state change and a part of the same instant: the part first (it ended the cycle)
+            if st is not None and (part is None or st.ts_ns < part.ts_ns):
+                if not self._state_ready(track, st):
+                    break
+                out.append(self._complete_state(machine, track, track.pending_states.pop(0)))
+            elif part is not None and self._ready(track, part):
+                out.extend(self._complete(machine, track, track.pending.pop(0)))
+            else:
+                break
         self._prune(track)
         return out
 
@@ -296,6 +378,8 @@ class EventDeriver:
         horizon = track.latest_ns - self.history_ns
         if track.pending:
             horizon = min(horizon, track.pending[0].ts_ns)
+        if track.pending_states:
+            horizon = min(horizon, track.pending_states[0].ts_ns)
         for signal, pts in track.points.items():
             i = bisect.bisect_left(pts, (horizon, float("-inf")))
             keep_from = max(0, min(i - 1, len(pts) - 2), len(pts) - MAX_POINTS)

@@ -132,9 +132,28 @@ class _Event(_Payload):
 
 
 class StateChanged(_Event):
+    """A machine entered ``state`` at ``ts_ns``; what it used in the state that just ended.
+
+    ``previous_energy_wh`` is the energy counter difference between ``previous_since_ns`` (or
+    ``previous_energy_from_ns``, the first counter reading, when the state began before the
+    gateway could read the counter) and ``ts_ns``, corrected for counter resets; None when it
+    is not known.
+    """
+
     kind: Literal["state_changed"] = "state_changed"
     state: str
     previous: str | None = None
+    previous_since_ns: int | None = Field(
+        default=None, description="UTC ns when the previous state began (None: not seen)"
+    )
+    previous_energy_wh: float | None = Field(
+        default=None, description="Wh the machine used in the previous state (None: unknown)"
+    )
+    previous_energy_from_ns: int | None = Field(
+        default=None,
+        description="UTC ns from which previous_energy_wh counts when the energy counter was "
+        "first read after the previous state began (None: from previous_since_ns)",
+    )
 
 
 class PartCompleted(_Event):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 from pydantic import TypeAdapter
@@ -149,8 +150,23 @@ def _part(session: Session, event: PartCompleted, result: IngestResult) -> None:
     )
 
 
+def _previous_energy(event: StateChanged) -> tuple[int | None, float | None, int | None]:
+    """The ended state's start, Wh and their start, kept only when they make an interval."""
+    since = event.previous_since_ns
+    if since is None or not 0 <= since < event.ts_ns:
+        return None, None, None
+    wh = event.previous_energy_wh
+    if wh is None or not math.isfinite(wh) or wh < 0:
+        return since, None, None
+    from_ns = event.previous_energy_from_ns
+    if from_ns is not None and not since <= from_ns < event.ts_ns:
+        return since, None, None
+    return since, wh, from_ns
+
+
 def _state(session: Session, machine: Machine, event: StateChanged, result: IngestResult) -> None:
     ts = from_ns(event.ts_ns)
+    since, wh, energy_from = _previous_energy(event)
     session.add(
         MachineStateRecord(
             machine_id=machine.id,
@@ -158,6 +174,9 @@ def _state(session: Session, machine: Machine, event: StateChanged, result: Inge
             state=event.state,
             previous=event.previous,
             event_id=event.event_id,
+            previous_since_ns=since,
+            previous_energy_wh=wh,
+            previous_energy_from_ns=energy_from,
         )
     )
     if machine.state_since is None or ts >= machine.state_since:

@@ -289,6 +289,10 @@ class MachineStateRecord(Base):
     state: Mapped[str] = mapped_column(String(16))
     previous: Mapped[str | None] = mapped_column(String(16))
     event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    # the state that ended at ts_ns: when it began and the Wh the machine used in it
+    previous_since_ns: Mapped[int | None] = mapped_column(BigInteger)
+    previous_energy_wh: Mapped[float | None] = mapped_column(Float)
+    previous_energy_from_ns: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Gap(Base):

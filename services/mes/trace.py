@@ -229,6 +229,26 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _machine_energy_html(machine: dict[str, Any] | None) -> str:
+    """The machines' energy over the runs by state (idle, setup, fault on their own)."""
+    if not machine or not machine.get("known"):
+        return ""
+    rows = [
+        {
+            "state": r["state"],
+            "seconds": f"{r['seconds']:.0f}",
+            "energy_kwh": f"{r['energy_kwh']:.3f}",
+            "co2e_kg": f"{r['co2e_kg']:.3f}",
+        }
+        for r in machine["by_state"]
+    ]
+    return (
+        f"<p>The machines used {machine['energy_kwh']:.3f} kWh over the runs, of which "
+        f"{machine['idle_setup_kwh']:.3f} kWh idle, in setup or faulted.</p>"
+        + _table(rows, ["state", "seconds", "energy_kwh", "co2e_kg"])
+    )
+
+
 def batch_record_html(record: dict[str, Any]) -> str:
     """A self-contained printable page (inline CSS, no external assets)."""
     b, o, p = record["batch"], record["order"], record["product"]
@@ -280,6 +300,7 @@ status {_cell(b["status"])}</p>
 <p>{e["energy_kwh"]:.3f} kWh measured over {_cell(e["parts_with_energy"])} parts,
 {e["co2e_kg"]:.3f} kg CO2e at {_cell(e["co2e_g_per_kwh"])} g/kWh.
 {_cell(e["note"])}</p>
+{_machine_energy_html(e.get("machine_energy"))}
 <h2>Scrap</h2>
 {_table(record["scrap"], ["run_id", "part_id", "quantity", "reason_code", "note", "recorded_by"])}
 <h2>Downtime</h2>

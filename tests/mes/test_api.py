@@ -113,7 +113,7 @@ def test_422_names_the_field(sqlite_url: str, make_client: MakeClient) -> None:
     assert r.status_code == 422 and r.json()["field"] == "machine_id"
     r = c.post(
         f"{API}/batches/{batch['id']}/start",
-        json={"operation_id": laser_op, "machine_id": "laser-1", "at": "2999-01-01T00:00:00Z"},
+        json={"operation_id": laser_op, "machine_id": "laser-1", "at": "2150-01-01T00:00:00Z"},
         auth=OPERATOR,
     )
     assert r.status_code == 422 and r.json()["field"] == "at"
@@ -203,3 +203,83 @@ def test_openapi_documents_the_api(sqlite_url: str, make_client: MakeClient) -> 
         "/api/v1/events",
     ):
         assert p in paths, p
+
+
+def test_times_out_of_range_are_422_not_500(sqlite_url: str, make_client: MakeClient) -> None:
+    """Year 1 or 9999 with an offset overflows datetime (and ns overflow int64): refuse early."""
+    c = make_client(sqlite_url)
+    for when in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-12:00", "1969-12-31T23:59:59Z"):
+        for path, body, field in (
+            (
+                "/orders",
+                {"code": "SO-T", "product_id": 1, "quantity": 1, "due_date": when},
+                "due_date",
+            ),
+            (
+                "/downtime",
+                {"machine_id": "mill-1", "started_at": when, "reason_code": "tool_change"},
+                "started_at",
+            ),
+            (
+                "/material-lots",
+                {
+                    "lot_number": "ML-T",
+                    "material": "steel",
+                    "received_quantity": 1,
+                    "unit": "kg",
+                    "received_at": when,
+                },
+                "received_at",
+            ),
+        ):
+            r = c.post(API + path, json=body, auth=ADMIN)
+            assert r.status_code == 422, (path, when, r.text)
+            assert ["body", field] in [e["loc"] for e in r.json()["detail"]], r.text
+        for path, param in (
+            ("/reports/oee?machine_id=mill-1&by=shift", "end"),
+            ("/reports/energy?product_id=1", "end"),
+            ("/reports/downtime-pareto?machine_id=mill-1", "end"),
+            ("/downtime", "since"),
+        ):
+            r = c.get(API + path, params={param: when}, auth=MANAGER)
+            assert r.status_code == 422, (path, when, r.text)
+            assert ["query", param] in [e["loc"] for e in r.json()["detail"]], r.text
+
+
+def test_undecodable_bodies_are_422_not_500(sqlite_url: str, make_client: MakeClient) -> None:
+    """A lone surrogate echoed in the 422 could not be encoded as UTF-8; raw non-UTF-8 bytes
+    made FastAPI answer 400: both are a 422 naming where the bad value is."""
+    c = make_client(sqlite_url)
+    json_type = {"content-type": "application/json"}
+    r = c.post(
+        f"{API}/products",
+        content=b'{"code": "P-S", "name": "\\ud800", "operations": []}',
+        headers=json_type,
+        auth=MANAGER,
+    )
+    assert r.status_code == 422, r.text
+    assert [e["loc"] for e in r.json()["detail"]] == [["body", "name"]]
+    r = c.post(f"{API}/auth/token", content=b'{"username": "\\udfff"}', headers=json_type)
+    assert r.status_code == 422 and ["body", "username"] in [e["loc"] for e in r.json()["detail"]]
+    r = c.put(f"{API}/config", content=b"\x17\xffNr\xff", headers=json_type, auth=ADMIN)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body"]
+
+
+def test_openapi_documents_every_refusal(sqlite_url: str, make_client: MakeClient) -> None:
+    """Clients (and schemathesis) can rely on the shape of 401/403/404/409/422, as JSON even
+    where the success is an HTML page."""
+    c = make_client(sqlite_url)
+    schema = c.get("/openapi.json").json()
+    for path, method in (
+        ("/api/v1/orders/{order_id}/release", "post"),
+        ("/api/v1/batches/{batch_id}/record.html", "get"),
+        ("/api/v1/live/machines", "get"),
+    ):
+        responses = schema["paths"][path][method]["responses"]
+        for status in ("401", "403", "404", "409", "422"):
+            assert list(responses[status]["content"]) == ["application/json"], (path, status)
+    problem = schema["components"]["schemas"]["Problem"]["properties"]
+    assert {"detail", "entity", "id", "current_state", "action", "field"} <= set(problem)
+    r = c.post(f"{API}/orders/999/release", auth=MANAGER)
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"

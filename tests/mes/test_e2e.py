@@ -6,6 +6,7 @@ by hand from the state log, and the genealogy of a material lot both ways."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import time
@@ -23,7 +24,7 @@ from microfactory.demo import demo_site_config
 from microfactory.ports import free_port
 from services.demo import DemoMes, start_demo_mes
 from services.mes.timeutil import from_ns, to_ns
-from simulators.truth import GroundTruth, PartRecord, load_truth
+from simulators.truth import STATES_FILE, GroundTruth, PartRecord, load_truth
 from simulators.workshop import Workshop, WorkshopSettings
 from tests.helpers.servers import Mosquitto
 
@@ -153,6 +154,12 @@ async def test_workshop_through_gateway_into_the_mes(mosquitto: Mosquitto, tmp_p
                 f"/runs/{run_id}/complete", json={"at": from_ns(t_b).isoformat()}, auth=OPERATOR
             )
             assert r.status_code == 200, r.text
+        # a state's energy is known when it ends: let the states running at t_b end first
+        await _eventually(
+            lambda: _state_after(tmp_path / "truth", t_b, ("laser-1", "mill-1")),
+            "a state change after the run end on laser-1 and mill-1",
+            timeout_s=30,
+        )
         await workshop.stop()
         # everything the gateway has goes to the MES before we look
         await _eventually(
@@ -166,6 +173,7 @@ async def test_workshop_through_gateway_into_the_mes(mosquitto: Mosquitto, tmp_p
         truth = load_truth(tmp_path / "truth")
         assert truth.summary, "workshop summary missing"
         await _check_counts_and_energy(shop, truth, run_ids, t_a, t_b)
+        await _check_machine_energy(shop, truth, t_a, t_b)
         await _check_oee(shop, truth, t_a, t_b)
         await _check_genealogy(shop, run_ids)
         _check_tagged_history(data_dir, t_a, t_b)
@@ -176,6 +184,12 @@ async def test_workshop_through_gateway_into_the_mes(mosquitto: Mosquitto, tmp_p
         await workshop.stop()
         await api.aclose()
         await mes.stop()
+
+
+def _state_after(truth_dir: Path, t_b: int, machines: tuple[str, ...]) -> bool:
+    """Every machine has changed state after ``t_b`` (the simulator's state log)."""
+    rows = [json.loads(line) for line in (truth_dir / STATES_FILE).read_text().splitlines()]
+    return all(any(r["machine"] == m and r["ts_ns"] > t_b for r in rows) for m in machines)
 
 
 async def _start_batches(shop: Shop, t_a: int) -> dict[str, int]:
@@ -283,6 +297,55 @@ async def _check_counts_and_energy(
     assert progress["scrap"] == sum(
         not p.good for m in ("laser-1", "mill-1") for p in _truth_parts(truth, m, t_a, t_b)
     )
+
+
+def _counter_energy(truth: GroundTruth, machine: str, t_a: int, t_b: int) -> float:
+    """By hand from what the machine published: its energy counter over [t_a, t_b], resets
+    bridged (a lower reading means the counter restarted from zero), linear between readings
+    (power only changes where the simulator publishes)."""
+    points: list[tuple[int, float]] = []
+    offset, last = 0.0, None
+    for p in sorted(truth.published_of(machine, "energy_active"), key=lambda p: p.ts_ns):
+        if last is not None and p.value < last:
+            offset += last
+        last = p.value
+        points.append((p.ts_ns, offset + p.value))
+
+    def at(ts: int) -> float:
+        for (t0, e0), (t1, e1) in itertools.pairwise(points):
+            if t0 <= ts <= t1:
+                return e0 if t1 == t0 else e0 + (e1 - e0) * (ts - t0) / (t1 - t0)
+        raise AssertionError(f"{machine}: no published energy around {ts}")
+
+    return at(t_b) - at(t_a)
+
+
+async def _check_machine_energy(shop: Shop, truth: GroundTruth, t_a: int, t_b: int) -> None:
+    """The batch's whole energy (parts + idle, setup, fault…) against the machines' counters."""
+    orders = (await shop.api.get("/orders", auth=MANAGER)).json()["items"]
+    so1001 = next(o for o in orders if o["code"] == "SO-1001")
+    batch_id = so1001["batches"][0]["id"]
+    energy = (await shop.api.get(f"/batches/{batch_id}/energy", auth=MANAGER)).json()
+    machine = energy["machine_energy"]
+    expected = {m: _counter_energy(truth, m, t_a, t_b) for m in ("laser-1", "mill-1")}
+    assert machine["known"] and machine["unknown_s"] == 0.0, (
+        f"state energy unknown for {machine['unknown_s']} s of the runs: {machine['by_state']}"
+    )
+    assert machine["energy_wh"] == pytest.approx(sum(expected.values()), rel=0.01), (
+        f"batch energy by state {machine['energy_wh']} Wh, machines' counters {expected}"
+    )
+    by_state = {r["state"]: r for r in machine["by_state"]}
+    assert sum(r["energy_wh"] for r in by_state.values()) == pytest.approx(machine["energy_wh"])
+    assert machine["in_parts_wh"] + machine["outside_parts_wh"] == pytest.approx(
+        machine["energy_wh"]
+    )
+    # idle/setup shown on their own, not hidden in the parts (both machines set up and idle)
+    assert energy["idle_setup_energy_kwh"] == pytest.approx(machine["idle_setup_kwh"])
+    assert machine["idle_setup_wh"] > 0 and by_state["running"]["energy_wh"] > 0
+    # the time by state adds up to the two runs' time
+    assert sum(r["seconds"] for r in by_state.values()) == pytest.approx(2 * (t_b - t_a) / S)
+    order = (await shop.api.get(f"/orders/{so1001['id']}/energy", auth=MANAGER)).json()
+    assert order["machine_energy"]["energy_wh"] == pytest.approx(machine["energy_wh"])
 
 
 async def _check_oee(shop: Shop, truth: GroundTruth, t_a: int, t_b: int) -> None:

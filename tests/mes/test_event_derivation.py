@@ -181,3 +181,121 @@ def test_gap_marker_becomes_gap_event() -> None:
 def test_event_id_stays_within_the_contract_length() -> None:
     long = event_id("s" * 64, "m" * 64, "part", T0, 1)
     assert len(long) <= 128 and long == event_id("s" * 64, "m" * 64, "part", T0, 1)
+
+
+def states_of(events: list[object]) -> list[StateChanged]:
+    return [e for e in events if isinstance(e, StateChanged)]
+
+
+def test_state_change_carries_the_energy_of_the_state_that_ended() -> None:
+    d = EventDeriver("site1")
+    events = d.feed(
+        [
+            smp("energy_active", 100.0, 0),
+            smp("state", "setup", 0),
+            smp("energy_active", 112.0, 30),
+            smp("state", "running", 30),
+            smp("energy_active", 150.0, 40),
+            smp("state", "idle", 50),  # no counter at this instant: interpolated 150..170
+            smp("energy_active", 170.0, 60),
+        ]
+    )
+    setup, running, idle = states_of(events)
+    assert setup.previous_since_ns is None and setup.previous_energy_wh is None
+    assert running.previous == "setup" and running.previous_since_ns == T0
+    assert running.previous_energy_wh == pytest.approx(12.0)
+    assert idle.previous_since_ns == T0 + 30 * S
+    assert idle.previous_energy_wh == pytest.approx(160.0 - 112.0)
+    # the ids stay what they were before states carried energy
+    assert idle.event_id == f"site1/m1/state/{T0 + 50 * S}/idle"
+
+
+def test_state_change_waits_for_the_energy_counter_of_its_instant() -> None:
+    """Counters of one instant may follow the state: the change is held, then released."""
+    d = EventDeriver("site1")
+    d.feed([smp("energy_active", 0.0, 0), smp("state", "running", 0)])
+    assert states_of(d.feed([smp("state", "idle", 20)])) == []
+    (idle,) = states_of(d.feed([smp("energy_active", 40.0, 20)]))
+    assert idle.previous_energy_wh == pytest.approx(40.0)
+
+
+def test_state_energy_unknown_until_the_counter_is_first_read() -> None:
+    """The first interval: the gateway saw the state before any counter reading."""
+    d = EventDeriver("site1")
+    events = d.feed(
+        [
+            smp("state", "setup", 0),
+            smp("state", "running", 20),
+            smp("energy_active", 500.0, 25),  # the first reading, well inside running
+            smp("energy_active", 520.0, 30),
+            smp("state", "idle", 30),
+            smp("state", "running", 40),
+            smp("energy_active", 545.0, 40),
+        ]
+    )
+    _setup, running, idle, again = states_of(events)
+    # nothing was read in setup: its energy is unknown, not guessed
+    assert running.previous_since_ns == T0 and running.previous_energy_wh is None
+    assert running.previous_energy_from_ns is None
+    # running is known from its first reading on, and says from when
+    assert idle.previous_since_ns == T0 + 20 * S
+    assert idle.previous_energy_from_ns == T0 + 25 * S
+    assert idle.previous_energy_wh == pytest.approx(20.0)
+    assert again.previous_energy_wh == pytest.approx(25.0)
+    assert again.previous_energy_from_ns is None
+
+
+def test_state_energy_bridges_a_counter_reset() -> None:
+    d = EventDeriver("site1")
+    events = d.feed(
+        [
+            smp("energy_active", 400.0, 0),
+            smp("state", "running", 0),
+            smp("energy_active", 430.0, 15),
+            smp("state", "off", 15),
+            smp("state", "idle", 80),
+            smp("energy_active", 0.0, 80),  # the controller restarts with a zeroed counter
+            smp("energy_active", 12.0, 90),
+            smp("state", "setup", 100),
+            smp("energy_active", 20.0, 100),
+        ]
+    )
+    _running, off, idle, setup = states_of(events)
+    assert off.previous == "running" and off.previous_energy_wh == pytest.approx(30.0)
+    assert idle.previous == "off" and idle.previous_energy_wh == pytest.approx(0.0)
+    assert setup.previous == "idle" and setup.previous_energy_wh == pytest.approx(20.0)
+    assert d.machines["m1"].resets == 1
+
+
+def test_state_without_energy_counter_is_released_at_once_and_held_only_for_hold_s() -> None:
+    d = EventDeriver("site1", hold_s=60)
+    assert len(states_of(d.feed([smp("state", "running", 0)]))) == 1  # no counter at all
+    d.feed([smp("energy_active", 5.0, 1)])
+    assert states_of(d.feed([smp("state", "fault", 10)])) == []
+    assert states_of(d.feed([smp("power_active", 100.0, 50)])) == []
+    (fault,) = states_of(d.feed([smp("power_active", 100.0, 71)]))
+    assert fault.previous_energy_wh is None  # the counter never reached the change
+
+
+def test_states_and_parts_leave_in_time_order_and_replay_the_same() -> None:
+    stream = [
+        smp("state", "running", 0),
+        *instant(0, 0, 0, 0, 0.0),
+        smp("state", "idle", 10),
+        *instant(10, 1, 1, 0, 10.0),
+        smp("state", "running", 15),
+        smp("energy_active", 11.0, 15),
+        *instant(25, 2, 2, 0, 30.0),
+    ]
+    a = EventDeriver("s")
+    first = a.feed(stream[:6])
+    saved = json.loads(json.dumps(a.dump()))
+    rest = a.feed(stream[6:])
+    kinds = [(e.kind, e.ts_ns) for e in first + rest]
+    assert kinds == sorted(kinds, key=lambda k: k[1])
+    b = EventDeriver("s")
+    b.load(saved)
+    again = b.feed(stream[6:])
+    assert [e.model_dump() for e in again] == [e.model_dump() for e in rest]
+    c = EventDeriver("s")
+    assert [e.model_dump() for e in c.feed(stream)] == [e.model_dump() for e in first + rest]

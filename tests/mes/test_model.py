@@ -24,13 +24,15 @@ from services.mes.models import (
     Batch,
     BatchStatus,
     Downtime,
+    MachineStateRecord,
     MaterialLot,
+    OperationRun,
     Order,
     OrderStatus,
     Part,
     Scrap,
 )
-from services.mes.reports import batch_energy, order_progress
+from services.mes.reports import batch_energy, order_energy, order_progress, product_energy
 from services.mes.seed import seed_demo
 from services.mes.settings import MesSettings
 from services.mes.timeutil import to_ns
@@ -266,3 +268,96 @@ def test_back_dated_start_and_end_move_parts_to_the_right_run(
         assert sorted(p.event_id or "" for p in kept) == ["r-0", "r-1"]
         scrap = s.scalars(select(Scrap)).one()
         assert scrap.run_id == run.id  # the machine's scrap moved with its part
+
+
+def test_state_energy_is_attributed_to_the_run_and_adds_up(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Idle and setup energy in a batch is shown by state; parts + the rest = counter energy."""
+    with db.session_scope(sessions) as s:
+        batch, run_id, start = _run_batch(s)
+    t = to_ns(start)
+
+    def state(
+        i: int, at_s: int, new: str, old: str | None, since_s: int | None, wh: float | None
+    ) -> StateChanged:
+        return StateChanged(
+            event_id=f"se-{i}",
+            site="demo",
+            machine="laser-1",
+            ts_ns=t + at_s * S,
+            state=new,
+            previous=old,
+            previous_since_ns=None if since_s is None else t + since_s * S,
+            previous_energy_wh=wh,
+        )
+
+    def part(i: int, at_s: int, wh: float | None) -> PartCompleted:
+        return PartCompleted(
+            event_id=f"sp-{i}",
+            site="demo",
+            machine="laser-1",
+            ts_ns=t + at_s * S,
+            part_count=i,
+            good=True,
+            energy_wh=wh,
+        )
+
+    # 1 Wh/s in setup and running, 0.2 Wh/s idle; the run is [t, t + 100 s)
+    events = [
+        state(1, -10, "setup", None, None, None),
+        part(0, -5, None),  # before the run: no batch, but it opens the next part's window
+        state(2, 10, "running", "setup", -10, 20.0),
+        part(1, 30, 35.0),  # its window (-5, 30] reaches 5 s before the run
+        part(2, 60, 30.0),
+        state(3, 60, "idle", "running", 10, 50.0),
+        state(4, 120, "running", "idle", 60, 12.0),
+    ]
+    with db.session_scope(sessions) as s:
+        for e in events:
+            ingest_event(s, e, "demo")
+        run = s.get(OperationRun, run_id)
+        assert run is not None
+        workflow.complete_run(s, run, start + timedelta(seconds=100))
+    with db.session_scope(sessions) as s:  # a replay changes nothing
+        assert all(ingest_event(s, e, "demo").duplicate for e in events)
+    with sessions() as s:
+        rec = s.scalars(
+            select(MachineStateRecord).where(MachineStateRecord.event_id == "se-3")
+        ).one()
+        assert rec.previous_since_ns == t + 10 * S and rec.previous_energy_wh == 50.0
+        b = s.get(Batch, batch.id)
+        assert b is not None
+        settings = MesSettings(demo=True)
+        energy = batch_energy(s, b, settings)
+        assert energy["energy_wh"] == pytest.approx(65.0)  # the parts' own energy, as before
+        machine = energy["machine_energy"]
+        by_state = {r["state"]: r for r in machine["by_state"]}
+        assert {k: v["energy_wh"] for k, v in by_state.items()} == pytest.approx(
+            {"running": 50.0, "idle": 8.0, "setup": 10.0}
+        )
+        assert by_state["idle"]["seconds"] == pytest.approx(40.0)
+        assert {k: v["outside_parts_wh"] for k, v in by_state.items()} == pytest.approx(
+            {"running": 0.0, "idle": 8.0, "setup": 0.0}
+        )
+        assert machine["energy_wh"] == pytest.approx(68.0)  # the counter over the run
+        # what the parts carried inside the run + what no part carried = the counter
+        assert machine["in_parts_wh"] == pytest.approx(65.0 - 5.0)
+        assert machine["in_parts_wh"] + machine["outside_parts_wh"] == pytest.approx(68.0)
+        assert energy["idle_setup_energy_kwh"] == pytest.approx(0.018)
+        assert by_state["idle"]["co2e_kg"] == pytest.approx(0.008 * settings.co2e_g_per_kwh / 1000)
+        assert machine["unknown_s"] == 0.0
+        assert energy["operations"][0]["machine_energy"]["energy_wh"] == pytest.approx(68.0)
+        order = order_energy(s, b.order, settings)
+        assert order["machine_energy"]["energy_wh"] == pytest.approx(68.0)
+        assert order["idle_setup_energy_kwh"] == pytest.approx(0.018)
+        series = product_energy(
+            s,
+            b.order.product_id,
+            start - timedelta(days=1),
+            start + timedelta(days=1),
+            "hour",
+            settings,
+        )
+        assert sum(r["machine_energy"]["energy_wh"] for r in series) == pytest.approx(68.0)
+        assert sum(r["energy_wh"] for r in series) == pytest.approx(65.0)

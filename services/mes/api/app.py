@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.mes import db, seed
 from services.mes.api import deps
 from services.mes.api.routes import catalog, operations, orders, reports, system
+from services.mes.api.schemas import ERROR_RESPONSES
 from services.mes.context import ContextPublisher, NullPublisher
 from services.mes.errors import MesError
 from services.mes.models import AuditEntry
@@ -75,6 +82,7 @@ def create_app(
         ),
         openapi_url="/openapi.json",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,  # every refusal documented, so clients can rely on its shape
     )
     app.state.runtime = runtime
     _install_error_handlers(app)
@@ -86,7 +94,27 @@ def create_app(
     from services.mes.web import mount_web  # operator UI + live tiles (services/mes/web)
 
     mount_web(app, api_prefix=API_PREFIX)
+    _errors_are_json_in_schema(app)
     return app
+
+
+def _errors_are_json_in_schema(app: FastAPI) -> None:
+    """Refusals are JSON even on an HTML route; FastAPI would document them as ``text/html``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for methods in schema["paths"].values():
+            for operation in methods.values():
+                for status_code, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if status_code.startswith("4") and "application/json" not in content:
+                        response["content"] = {"application/json": content.popitem()[1]}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _error_body(err: MesError) -> dict[str, object]:
@@ -106,8 +134,31 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=409,
         )
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers 422 to malformed JSON but 400 to bytes that are not UTF-8: one answer
+            return JSONResponse(
+                {
+                    "detail": [
+                        {"loc": ["body"], "msg": "body is not UTF-8 JSON", "type": "json_invalid"}
+                    ]
+                },
+                status_code=422,
+            )
+        return await http_exception_handler(request, exc)
+
+    async def validation_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        # ASCII-escaped: a refused value may hold a lone surrogate ("\ud800" in the JSON body),
+        # which the default handler echoes back and then fails to encode as UTF-8 (a 500)
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
+
     app.add_exception_handler(MesError, mes_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(IntegrityError, integrity_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
 
 
 def _install_audit(app: FastAPI, runtime: deps.Runtime) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from services.mes.models import BatchStatus, OrderStatus, ReasonKind, Role, RunStatus
 
@@ -19,6 +19,20 @@ Qty = Annotated[int, Field(ge=1, le=1_000_000)]
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
 PosFloat = Annotated[float, Field(gt=0, le=1e12)]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+
+# Times the MES can store and compute with: UTC nanoseconds fit an int64 until 2262, and a
+# year-1 or year-9999 time with an offset overflows ``datetime`` when turned into UTC.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise ValueError("must lie between 1970-01-01 and 2200-01-01 UTC")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_range)]
 
 T = TypeVar("T")
 
@@ -36,6 +50,46 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+# --------------------------------------------------------------------------- errors
+class Problem(BaseModel):
+    """A refused request: what went wrong and, where it applies, the entity, state or field."""
+
+    detail: str
+    entity: str | None = Field(default=None, description="404: the kind of thing not found")
+    id: str | None = Field(default=None, description="404/409: its id or lot number")
+    current_state: str | None = Field(default=None, description="409: the state it is in")
+    action: str | None = Field(default=None, description="409: the refused transition")
+    field: str | None = Field(default=None, description="409/422: the offending field")
+
+
+class FieldProblem(BaseModel):
+    """One invalid value as FastAPI reports it: where (``loc``), why (``msg``), which kind."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """422: FastAPI's list of invalid values, or one domain rule naming its ``field``."""
+
+    detail: list[FieldProblem] | str
+    field: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "no or wrong credentials"},
+    403: {"model": Problem, "description": "role too low, or a demo password outside demo mode"},
+    404: {"model": Problem, "description": "unknown id or lot number (`entity`, `id`)"},
+    409: {
+        "model": Problem,
+        "description": "invalid transition or clash with the current state "
+        "(`current_state`, `action` or `field`)",
+    },
+    422: {"model": ValidationProblem, "description": "invalid value (`detail[].loc` or `field`)"},
+}
 
 
 # --------------------------------------------------------------------------- auth & users
@@ -152,14 +206,14 @@ class OrderCreate(In):
     code: Code
     product_id: Id
     quantity: Qty
-    due_date: AwareDatetime | None = None
+    due_date: Instant | None = None
     priority: Annotated[int, Field(ge=0, le=1000)] = 0
     customer: Name | None = None
 
 
 class OrderUpdate(In):
     quantity: Qty | None = None
-    due_date: AwareDatetime | None = None
+    due_date: Instant | None = None
     priority: Annotated[int, Field(ge=0, le=1000)] | None = None
     customer: Name | None = None
 
@@ -196,9 +250,7 @@ class BatchCreate(In):
 
 # --------------------------------------------------------------------------- runs
 class At(In):
-    at: AwareDatetime | None = Field(
-        default=None, description="back-dated action time; now if unset"
-    )
+    at: Instant | None = Field(default=None, description="back-dated action time; now if unset")
 
 
 class RunStart(At):
@@ -266,8 +318,8 @@ class ScrapPublic(Out):
 # --------------------------------------------------------------------------- downtime & reasons
 class DowntimeCreate(In):
     machine_id: Code
-    started_at: AwareDatetime
-    ended_at: AwareDatetime | None = None
+    started_at: Instant
+    ended_at: Instant | None = None
     reason_code: Code
     note: Text | None = None
 
@@ -312,7 +364,7 @@ class MaterialLotCreate(In):
     supplier: Name | None = None
     received_quantity: PosFloat
     unit: Annotated[str, StringConstraints(min_length=1, max_length=16, pattern=r"^[^\x00]*$")]
-    received_at: AwareDatetime | None = None
+    received_at: Instant | None = None
 
 
 class MaterialLotPublic(Out):

@@ -1,8 +1,10 @@
 """Energy per part, batch, order and product, from the energy each part reported.
 
-Only the energy measured between part completions is known today (the gateway's
-PartCompleted ``energy_wh``); idle and setup energy during a batch is reported as not yet
-available rather than guessed.
+A part's ``energy_wh`` is the energy counter between the previous completion on its machine
+and its own (the gateway's PartCompleted), so idle and setup between two parts is part of it.
+The machines' energy over the run windows by state (idle, setup, fault… shown on their own)
+comes from the state changes, in :mod:`services.mes.calc.state_energy`; without them, idle and
+setup energy is reported as unknown rather than guessed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Literal
 
 IDLE_SETUP_ENERGY_NOTE = (
-    "idle/setup energy is not yet reported by the gateway; energy_kwh covers part cycles only"
+    "no machine state energy is known for these runs (the gateway did not report it); "
+    "energy_kwh covers part cycles only"
+)
+MACHINE_ENERGY_NOTE = (
+    "energy_kwh sums the parts' own energy (previous completion to this one); "
+    "machine_energy is the machines' counter energy over the runs, by state, with what no "
+    "measured part carried (outside_parts); idle_setup_energy_kwh is its energy in every "
+    "state but running"
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
@@ -25,6 +24,7 @@ from services.mes.api.schemas import (
     DowntimeCreate,
     DowntimePublic,
     DowntimeReasonIn,
+    Instant,
     Page,
     PartPublic,
     PartsIn,
@@ -216,7 +216,7 @@ def list_downtime(
     machine_id: Annotated[str | None, Query(max_length=64)] = None,
     reason_code: Annotated[str | None, Query(max_length=64)] = None,
     open_: Annotated[bool | None, Query(alias="open")] = None,
-    since: datetime | None = None,
+    since: Instant | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[DowntimePublic]:
@@ -230,7 +230,7 @@ def list_downtime(
         query = query.where(
             Downtime.ended_at.is_(None) if open_ else Downtime.ended_at.is_not(None)
         )
-    if since is not None and since.tzinfo is not None:
+    if since is not None:
         query = query.where(Downtime.started_at >= since)
     return paginate(session, query, limit, offset, DowntimePublic)
 

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from services.mes import reports, trace, workflow
 from services.mes.api.deps import CurrentUser, Manager, RuntimeDep, SessionDep, effective_settings
-from services.mes.api.schemas import MAX_INT
+from services.mes.api.schemas import MAX_INT, Instant
 from services.mes.errors import Invalid, NotFound
 from services.mes.models import Part, Product
 from services.mes.timeutil import now
@@ -76,8 +76,8 @@ def product_energy(
     runtime: RuntimeDep,
     session: SessionDep,
     product_id: Annotated[int, Query(ge=1, le=MAX_INT)],
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Instant | None = None,
+    end: Instant | None = None,
     bucket: Literal["hour", "day", "week", "month"] = "day",
 ) -> Json:
     """Energy per part of one product over time: is it more than last week, and by how much?"""
@@ -104,8 +104,8 @@ def oee(
     runtime: RuntimeDep,
     session: SessionDep,
     machine_id: Annotated[str, Query(min_length=1, max_length=64)],
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Instant | None = None,
+    end: Instant | None = None,
     by: Literal["window", "shift"] = "window",
 ) -> Json:
     """OEE of a machine over a window or per shift, with planned time and ideal cycle time."""
@@ -124,8 +124,8 @@ def oee(
 def downtime_pareto(
     _: Manager,
     session: SessionDep,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Instant | None = None,
+    end: Instant | None = None,
     machine_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Json:
     """Why was the mill down: downtime per reason, largest first, with cumulative share."""

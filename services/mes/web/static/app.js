@@ -813,6 +813,13 @@ function renderBatch(root, rec, parts, product, reload) {
       card("energy of part cycles", `${num(e.energy_kwh, 3)} kWh`, "energy"),
       card("energy per finished part", e.wh_per_finished_part === null ? "—" : `${num(e.wh_per_finished_part, 1)} Wh`, "wh-per-part"),
       card("CO2e", `${num(e.co2e_kg, 3)} kg`, "co2e"),
+      // the machines' counter energy over the runs, with idle/setup/fault shown on its own
+      ...(e.machine_energy && e.machine_energy.known
+        ? [
+            card("machine energy, all states", `${num(e.machine_energy.energy_kwh, 3)} kWh`, "machine-energy"),
+            card("of which idle, setup, fault", `${num(e.machine_energy.idle_setup_kwh, 3)} kWh`, "idle-setup-energy"),
+          ]
+        : []),
     ),
     h("p", { class: "muted" }, e.note || ""),
     h("h3", {}, "Charts"),
