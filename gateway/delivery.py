@@ -44,13 +44,16 @@ class Delivery:
         self._linger_s = linger_s
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stop_event = asyncio.Event()
         self.backoff = Backoff()
+        self.max_retry_after_s = 300.0
 
     def notify(self) -> None:
         self._wake.set()
 
     def stop(self) -> None:
         self._stopping = True
+        self._stop_event.set()
         self._wake.set()
 
     async def run(self) -> None:
@@ -66,29 +69,65 @@ class Delivery:
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 continue
             samples = [b.sample for b in batch]
+            poison: list[tuple[str, str]] = []
             try:
-                await self._deliver(samples)
-            except SinkError as err:
+                await self._deliver(samples, poison)
+            except Exception as err:  # supervisor: a bug in a sink must not end its delivery
                 # Retryable: the same batch again after a pause; nothing moves forward.
-                self._health.retried[name] += 1
-                self._health.sink_errors[name] = str(err)
-                pause = err.retry_after_s if err.retry_after_s is not None else self.backoff.next()
-                log.warning("sink %s: %s; retrying in %.1fs", name, err, pause)
+                pause = self._failed(err)
                 if self._stopping:
                     return
-                await asyncio.sleep(pause)
+                await self._pause(pause)
+                if self._stopping:
+                    return
                 continue
             self.backoff.reset()
             self._health.sink_errors.pop(name, None)
-            await self._spool.ack(name, batch[-1].seq)
-            self._health.delivered[name] += len(samples)
+            delivered = len(samples) - len(poison)
+            # the quarantine records and the cursor move in one transaction: a crash between
+            # them can neither lose a poison point nor record it twice
+            await self._spool.ack(name, batch[-1].seq, delivered=delivered, quarantined=poison)
+            self._health.delivered[name] += delivered
+            if poison:
+                self._health.quarantined[name] += len(poison)
+                for reason, line in poison:
+                    log.error("sink %s: quarantined a point: %s: %s", name, reason, line[:200])
             if len(batch) < self.sink.batch_size and not self._stopping:
                 # Let a few more samples gather instead of writing them one by one.
                 await asyncio.sleep(self._linger_s)
 
-    async def _deliver(self, samples: list[Sample]) -> None:
-        """Write, and when the server refuses the points themselves, find and quarantine
-        the bad ones by bisection so the good ones still land (writes are idempotent)."""
+    def _failed(self, err: Exception) -> float:
+        """Count a failed write; return how long to wait before the next attempt."""
+        name = self.sink.name
+        self._health.retried[name] += 1
+        if isinstance(err, SinkError):
+            self._health.sink_errors[name] = str(err)
+            if err.retry_after_s is not None:
+                # The server said when: never earlier (and never more than the cap).
+                self.backoff.attempt += 1
+                pause = min(max(err.retry_after_s, 0.0), self.max_retry_after_s)
+                log.warning("sink %s: %s; retrying in %.1fs as asked", name, err, pause)
+                return pause
+            pause = self.backoff.next()
+            log.warning("sink %s: %s; retrying in %.1fs", name, err, pause)
+            return pause
+        self._health.sink_errors[name] = f"internal error: {err!r}"
+        pause = self.backoff.next()
+        log.exception("sink %s: unexpected error; retrying in %.1fs", name, pause)
+        return pause
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before a retry; a stop request cuts it short (the batch stays spooled)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
+
+    async def _deliver(self, samples: list[Sample], poison: list[tuple[str, str]]) -> None:
+        """Write, and when the server refuses the points themselves, find the bad ones by
+        bisection so the good ones still land (writes are idempotent).
+
+        The refused points are added to ``poison`` as (reason, line); a retryable error on the
+        way abandons the whole attempt (it is retried from the start, poison found again).
+        """
         try:
             await self.sink.write(samples)
             return
@@ -96,12 +135,8 @@ class Delivery:
             if err.retryable:
                 raise
             if len(samples) == 1:
-                await self._spool.quarantine(
-                    self.sink.name, str(err), [self.sink.describe(samples[0])]
-                )
-                self._health.quarantined[self.sink.name] += 1
-                log.error("sink %s: quarantined a point: %s", self.sink.name, err)
+                poison.append((str(err), self.sink.describe(samples[0])))
                 return
         mid = len(samples) // 2
-        await self._deliver(samples[:mid])
-        await self._deliver(samples[mid:])
+        await self._deliver(samples[:mid], poison)
+        await self._deliver(samples[mid:], poison)

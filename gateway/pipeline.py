@@ -158,8 +158,9 @@ class Pipeline:
         try:
             await self._spool.append(accepted)
         except SpoolFull as err:
-            self._health.refused += len(accepted)
-            log.error("spool refused %d samples: %s", len(accepted), err)
+            self._health.spooled += err.accepted
+            self._health.refused += len(accepted) - err.accepted
+            log.error("spool refused %d samples: %s", len(accepted) - err.accepted, err)
         else:
             self._health.spooled += len(accepted)
         for s in accepted:

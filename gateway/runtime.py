@@ -12,6 +12,7 @@ from .adapters.base import Adapter
 from .config import SiteConfig
 from .delivery import Delivery
 from .health import Health
+from .metrics import MetricsServer
 from .pipeline import Pipeline
 from .sample import Sample
 from .sinks import Sink, build_sinks
@@ -42,6 +43,7 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
+        self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
         await self.spool.open()
@@ -57,6 +59,15 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
         for d in self.deliveries:
             self._tasks.append(asyncio.create_task(d.run(), name=f"sink:{d.sink.name}"))
+        if self.site.health.enabled:
+            self.metrics = MetricsServer(
+                self.site.health,
+                self.health,
+                self.site.spool.path,
+                [s.name for s in self.sinks],
+                self.spool.depth,
+            )
+            self.metrics.start()
         classes = adapter_classes()
         for cfg in self.site.adapters:
             adapter = classes[cfg.type](cfg, site=self.site, emitter=self.pipeline)
@@ -108,6 +119,8 @@ class Gateway:
         for sink in self.sinks:
             await sink.close()
         await self.spool.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("gateway stopped")
 
     async def __aenter__(self) -> Gateway:

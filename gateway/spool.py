@@ -63,7 +63,15 @@ MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 
 
 class SpoolFull(Exception):
-    """The quota is reached and the overflow policy is ``stop_accepting``."""
+    """The quota is reached and the overflow policy is ``stop_accepting``.
+
+    ``accepted`` samples at the head of the group were spooled before the quota was reached;
+    the rest were refused (and counted).
+    """
+
+    def __init__(self, message: str, accepted: int = 0) -> None:
+        super().__init__(message)
+        self.accepted = accepted
 
 
 @dataclass(slots=True)
@@ -74,12 +82,20 @@ class SpooledSample:
 
 @dataclass(slots=True)
 class SpoolStats:
+    """A consistent picture of the spool; counters are totals since the spool was created."""
+
     rows: int = 0
     bytes: int = 0
+    max_bytes: int = 0
     oldest_age_s: float = 0.0
-    depth: dict[str, int] = field(default_factory=dict)
-    dropped: dict[str, int] = field(default_factory=dict)
+    depth: dict[str, int] = field(default_factory=dict)  # samples a sink has yet to take
+    oldest_age_by_sink: dict[str, float] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # quota + max age, per sink
+    dropped_by_reason: dict[tuple[str, str], int] = field(default_factory=dict)  # (sink, why)
+    delivered: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
     refused: int = 0
+    appended: int = 0
 
 
 class Spool:
@@ -93,6 +109,12 @@ class Spool:
         self._counters: dict[str, int] = {}
         self._appends_since_check = 0
         self._bytes = 0
+        self._row_bytes = 100.0  # estimate between measurements, refined by each of them
+        self._last_age_check = 0.0
+        # The batch a sink is writing (first, last seq), and drops that hit it meanwhile:
+        # when the write then succeeds those samples were delivered after all, not dropped.
+        self._inflight: dict[str, tuple[int, int]] = {}
+        self._dropped_inflight: dict[str, list[tuple[str, int]]] = {}
 
     # ----------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -144,17 +166,37 @@ class Spool:
 
     # ----------------------------------------------------------------- writing
     async def append(self, samples: Sequence[Sample]) -> None:
-        """Commit samples durably; raise SpoolFull when the quota forbids it."""
+        """Commit samples durably.
+
+        With ``drop_oldest`` the oldest rows make room; with ``stop_accepting`` what does not
+        fit is refused: SpoolFull says how many of the group were spooled.
+        """
         if samples:
             await self._call(self._append, samples)
 
     def _append(self, samples: Sequence[Sample]) -> None:
-        if self._bytes >= self._settings.max_bytes:
-            self._enforce_quota()
-            if self._bytes >= self._settings.max_bytes:
-                self._bump("refused", len(samples))
-                raise SpoolFull(f"spool quota of {self._settings.max_bytes} bytes reached")
         now = time.time()
+        if now - self._last_age_check >= 1.0:
+            self._last_age_check = now
+            self._enforce_age()
+        limit = self._settings.max_bytes
+        refused = 0
+        if self._bytes + self._row_bytes * len(samples) >= limit:
+            self._enforce_quota(incoming=len(samples))
+            if self._settings.overflow == "stop_accepting":
+                room = max(0, int((limit - self._bytes) / self._row_bytes))
+                if room < len(samples):
+                    refused = len(samples) - room
+                    samples = samples[:room]
+        if samples:
+            self._insert(samples, now)
+        if refused:
+            self._bump("refused", refused)
+            raise SpoolFull(f"spool quota of {limit} bytes reached", accepted=len(samples))
+        if self._bytes > limit:  # drop_oldest: the new rows overshot, the oldest go
+            self._enforce_quota()
+
+    def _insert(self, samples: Sequence[Sample], now: float) -> None:
         first = self._last_seq + 1
         rows = [
             (
@@ -174,16 +216,17 @@ class Spool:
         db = self.db
         db.execute("BEGIN")
         db.executemany("INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        self._bump("appended", len(rows))
         db.execute("COMMIT")
         self._last_seq = first + len(rows) - 1
         self._appends_since_check += len(rows)
-        # ~100 bytes a row is a fair estimate between exact measurements.
-        self._bytes += 100 * len(rows)
-        if self._appends_since_check >= 20_000:
+        self._bytes += int(self._row_bytes * len(rows))
+        # Measure now and then: often enough that the quota is never overshot by more than
+        # about 5 % of itself, rarely enough that measuring costs nothing.
+        every = max(100, min(20_000, int(self._settings.max_bytes / self._row_bytes / 20)))
+        if self._appends_since_check >= every:
             self._appends_since_check = 0
-            self._bytes = self._db_bytes()
-            self._enforce_age()
-            self._enforce_quota()
+            self._measure()
 
     async def dead_letter(self, source: str, origin: str, reason: str, payload: bytes) -> None:
         await self._call(self._dead_letter, source, origin, reason, payload)
@@ -211,6 +254,9 @@ class Spool:
         return await self._call(self._read, sink, limit)
 
     def _read(self, sink: str, limit: int) -> list[SpooledSample]:
+        # A new read means the previous batch is settled (acknowledged or to be retried).
+        self._dropped_inflight.pop(sink, None)
+        self._inflight.pop(sink, None)
         cur = self.db.execute(
             "SELECT seq, ts_ns, machine, signal, value, text, unit, quality, tags FROM samples "
             "WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -232,18 +278,52 @@ class Spool:
                     ),
                 )
             )
+        if out:
+            self._inflight[sink] = (out[0].seq, out[-1].seq)
         return out
 
-    async def ack(self, sink: str, seq: int) -> None:
-        """The sink holds everything up to ``seq``: move its cursor durably."""
-        await self._call(self._ack, sink, seq)
+    async def ack(
+        self,
+        sink: str,
+        seq: int,
+        *,
+        delivered: int = 0,
+        quarantined: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """The sink holds everything up to ``seq``: move its cursor durably.
 
-    def _ack(self, sink: str, seq: int) -> None:
-        if seq <= self._cursors[sink]:
-            return
-        self._cursors[sink] = seq
-        self.db.execute("UPDATE cursors SET seq = ? WHERE sink = ?", (seq, sink))
-        if seq == self._last_seq or seq % 10_000 < 5000:
+        ``delivered`` counts the samples the sink took; ``quarantined`` holds (reason, line)
+        of those it refused for good, recorded in the same transaction.
+        """
+        await self._call(self._ack, sink, seq, delivered, quarantined)
+
+    def _ack(
+        self,
+        sink: str,
+        seq: int,
+        delivered: int = 0,
+        quarantined: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        db = self.db
+        db.execute("BEGIN")
+        if quarantined:
+            now = time.time()
+            db.executemany(
+                "INSERT INTO quarantine(at_s, sink, reason, line) VALUES (?,?,?,?)",
+                [(now, sink, reason, line) for reason, line in quarantined],
+            )
+        # Samples dropped by the quota while this batch was being written reached the sink:
+        # they are counted as delivered, so they must not also count as dropped.
+        for name, n in self._dropped_inflight.pop(sink, []):
+            self._bump(name, -n)
+        self._inflight.pop(sink, None)
+        self._bump(f"delivered:{sink}", delivered)
+        self._bump(f"quarantined:{sink}", len(quarantined))
+        if seq > self._cursors[sink]:
+            self._cursors[sink] = seq
+            db.execute("UPDATE cursors SET seq = ? WHERE sink = ?", (seq, sink))
+        db.execute("COMMIT")
+        if seq >= self._last_seq or seq % 10_000 < 5000:
             self._trim()
 
     def _trim(self) -> None:
@@ -263,15 +343,26 @@ class Spool:
     def _drop_through(self, seq: int, reason: str) -> None:
         """Delete rows up to ``seq``; count, per sink, the ones it never received."""
         db = self.db
+        db.execute("BEGIN")
         for sink, cursor in self._cursors.items():
             if cursor < seq:
+                name = f"dropped:{reason}:{sink}"
                 lost = db.execute(
                     "SELECT count(*) FROM samples WHERE seq > ? AND seq <= ?", (cursor, seq)
                 ).fetchone()[0]
-                self._bump(f"dropped:{reason}:{sink}", int(lost))
+                self._bump(name, int(lost))
+                inflight = self._inflight.get(sink)
+                if inflight is not None and inflight[0] <= seq:
+                    hit = db.execute(
+                        "SELECT count(*) FROM samples WHERE seq >= ? AND seq <= ?",
+                        (max(inflight[0], cursor + 1), min(inflight[1], seq)),
+                    ).fetchone()[0]
+                    if hit:
+                        self._dropped_inflight.setdefault(sink, []).append((name, int(hit)))
                 self._cursors[sink] = seq
                 db.execute("UPDATE cursors SET seq = ? WHERE sink = ?", (seq, sink))
         db.execute("DELETE FROM samples WHERE seq <= ?", (seq,))
+        db.execute("COMMIT")
 
     def _enforce_age(self) -> None:
         limit = time.time() - self._settings.max_age_s
@@ -283,23 +374,34 @@ class Spool:
         if row[0] is not None:
             self._drop_through(int(row[0]), "max_age")
 
-    def _enforce_quota(self) -> None:
+    def _measure(self) -> tuple[int, int | None]:
+        """Measure the bytes in use and refine the bytes-per-row estimate."""
         self._bytes = self._db_bytes()
-        if self._bytes < self._settings.max_bytes or self._settings.overflow != "drop_oldest":
+        count, first = self.db.execute("SELECT count(*), min(seq) FROM samples").fetchone()
+        if count >= 1000:
+            self._row_bytes = max(20.0, self._bytes / count)
+        if self._bytes + self._row_bytes * 1000 >= self._settings.max_bytes:
+            self._enforce_quota()
+        return int(count), first
+
+    def _enforce_quota(self, incoming: int = 0) -> None:
+        self._bytes = self._db_bytes()
+        needed = self._bytes + int(self._row_bytes * incoming)
+        if needed < self._settings.max_bytes or self._settings.overflow != "drop_oldest":
             return
         rows = self.db.execute("SELECT count(*), min(seq) FROM samples").fetchone()
         count, first = int(rows[0]), rows[1]
         if not count:
             return
         # Free a tenth of the quota at once so the check does not run on every append.
-        excess = self._bytes - int(self._settings.max_bytes * 0.9)
-        per_row = max(1, self._bytes // count)
-        n = min(count, max(1, excess // per_row))
+        excess = needed - int(self._settings.max_bytes * 0.9)
+        n = min(count, max(1, int(excess / self._row_bytes)))
         self._drop_through(int(first) + n - 1, "quota")
         self._bytes = self._db_bytes()
 
     # ----------------------------------------------------------------- accounting
     def _bump(self, name: str, n: int) -> None:
+        """Add ``n`` to a durable counter (in the caller's transaction when one is open)."""
         if n:
             self._counters[name] = self._counters.get(name, 0) + n
             self.db.execute(
@@ -313,20 +415,32 @@ class Spool:
 
     def _stats(self) -> SpoolStats:
         db = self.db
+        now = time.time()
         rows, oldest = db.execute("SELECT count(*), min(spooled_s) FROM samples").fetchone()
         stats = SpoolStats(
             rows=int(rows),
             bytes=self._db_bytes(),
-            oldest_age_s=(time.time() - oldest) if oldest else 0.0,
+            max_bytes=self._settings.max_bytes,
+            oldest_age_s=(now - oldest) if oldest else 0.0,
             refused=self._counters.get("refused", 0),
+            appended=self._counters.get("appended", 0),
         )
         for sink, cursor in self._cursors.items():
             stats.depth[sink] = self._last_seq - cursor
-            stats.dropped[sink] = sum(
-                v
-                for k, v in self._counters.items()
-                if k.startswith("dropped:") and k.endswith(f":{sink}")
-            )
+            first = db.execute(
+                "SELECT spooled_s FROM samples WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,)
+            ).fetchone()
+            stats.oldest_age_by_sink[sink] = (now - first[0]) if first else 0.0
+            stats.delivered[sink] = self._counters.get(f"delivered:{sink}", 0)
+            stats.quarantined[sink] = self._counters.get(f"quarantined:{sink}", 0)
+            stats.dropped[sink] = 0
+        for name, value in self._counters.items():
+            kind, _, rest = name.partition(":")
+            if kind == "dropped":
+                reason, _, sink = rest.partition(":")
+                stats.dropped_by_reason[(sink, reason)] = value
+                if sink in stats.dropped:
+                    stats.dropped[sink] += value
         return stats
 
     def depth(self, sink: str) -> int:

@@ -89,6 +89,35 @@ def gateway(
 
 
 @app.command()
+def status(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="site config: health.host/port")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="metrics URL, e.g. http://HOST:PORT/metrics")
+    ] = None,
+) -> None:
+    """Show a running gateway's counters: pipeline, sinks (depth, drops), adapters."""
+    from rich.console import Console
+
+    from gateway.status import fetch, render
+
+    if url is None:
+        if config is None:
+            raise typer.BadParameter("give --url or --config")
+        from gateway.config import load_site_config
+
+        health = load_site_config(config).health
+        url = f"http://{health.host}:{health.port}/metrics"
+    try:
+        values = fetch(url)
+    except OSError as err:
+        typer.echo(f"cannot read {url}: {err}", err=True)
+        raise typer.Exit(1) from err
+    render(values, Console())
+
+
+@app.command()
 def demo(
     duration: Annotated[
         float | None, typer.Option(help="run this many seconds, then exit 0")

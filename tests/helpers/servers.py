@@ -7,6 +7,7 @@ stopped and started again on the same port and data (outage and restart tests).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -121,6 +122,9 @@ class Mosquitto(ServerProcess):
             "log_dest stdout",
             "log_type error",
             "log_type warning",
+            # started as root, Mosquitto drops to user 'mosquitto', which cannot write its
+            # persistence file into our temp dir: sessions would silently not survive a restart
+            "user root" if os.geteuid() == 0 else "",
             self.extra,
         ]
         conf.write_text("\n".join(lines) + "\n")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -17,6 +19,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from ...config import SiteConfig
 from ...errors import PayloadError
@@ -25,6 +29,8 @@ from .config import MqttAdapterConfig
 from .payload import CompiledSubscription, decode
 
 log = logging.getLogger(__name__)
+# What a {machine} or {signal} topic level may hold: it becomes an InfluxDB tag.
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 
 
 class MqttAdapter:
@@ -46,16 +52,30 @@ class MqttAdapter:
         self._known_machines = {m.id for m in site.machines}
         self._client: mqtt.Client | None = None
         self._down_since_ns: int | None = None
+        # Acks are only valid on the connection that received the message: after a reconnect
+        # the broker redelivers what was not acknowledged, under packet ids it may reuse.
+        self._generation = 0
+        self._lock = threading.Lock()
         self.messages = 0
+        self.stale_acks = 0
 
     async def start(self) -> None:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self._client_id,
-            clean_session=not self.config.persistent_session,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
-        )
+        v5 = self.config.protocol == "5"
+        if v5:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self._client_id,
+                protocol=mqtt.MQTTv5,
+                manual_ack=True,
+            )
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self._client_id,
+                clean_session=not self.config.persistent_session,
+                protocol=mqtt.MQTTv311,
+                manual_ack=True,
+            )
         settings = self._site.mqtt
         if settings and settings.username and not self.config.broker:
             client.username_pw_set(settings.username, settings.password)
@@ -69,7 +89,22 @@ class MqttAdapter:
         client.on_message = self._on_message
         self._client = client
         self._emitter.connection(self.config.name, "connecting")
-        client.connect_async(self._host, self._port, keepalive=30)
+        keepalive = self._site.mqtt.keepalive_s if self._site.mqtt else 30
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.ReceiveMaximum = self.config.receive_maximum
+            props.SessionExpiryInterval = (
+                self.config.session_expiry_s if self.config.persistent_session else 0
+            )
+            client.connect_async(
+                self._host,
+                self._port,
+                keepalive=keepalive,
+                clean_start=not self.config.persistent_session,
+                properties=props,
+            )
+        else:
+            client.connect_async(self._host, self._port, keepalive=keepalive)
         client.loop_start()
 
     async def stop(self, timeout_s: float) -> None:
@@ -92,7 +127,15 @@ class MqttAdapter:
         if reason.is_failure:
             log.warning("mqtt adapter %s: broker refused connection: %s", self.config.name, reason)
             return
-        log.info("mqtt adapter %s: connected to %s:%d", self.config.name, self._host, self._port)
+        with self._lock:
+            self._generation += 1
+        log.info(
+            "mqtt adapter %s: connected to %s:%d (session present: %s)",
+            self.config.name,
+            self._host,
+            self._port,
+            getattr(flags, "session_present", None),
+        )
         client.subscribe([(s.sub.filter, int(s.sub.qos)) for s in self._subs])
         self._emitter.connection(self.config.name, "connected")
         if self._down_since_ns is not None:
@@ -113,16 +156,24 @@ class MqttAdapter:
         ack: Callable[[], None] | None = None
         if msg.qos:
             mid, qos = msg.mid, msg.qos
+            generation = self._generation
 
             def ack() -> None:
+                with self._lock:
+                    if generation != self._generation:
+                        # the broker redelivers this one on the new connection
+                        self.stale_acks += 1
+                        return
                 client.ack(mid, qos)
 
+        # msg.topic raises on a topic that is not UTF-8; such a message is dead-lettered
+        topic = bytes(msg._topic).decode("utf-8", "replace")
         try:
-            self._handle(msg.topic, bytes(msg.payload), ack)
+            self._handle(topic, bytes(msg.payload), ack)
         except Exception as err:  # top-level guard: a bad message must never kill the thread
-            log.exception("mqtt adapter %s: unexpected error on %s", self.config.name, msg.topic)
+            log.exception("mqtt adapter %s: unexpected error on %s", self.config.name, topic)
             self._emitter.dead_letter(
-                self.config.name, msg.topic, f"internal error: {err!r}", bytes(msg.payload), ack
+                self.config.name, topic, f"internal error: {err!r}", bytes(msg.payload), ack
             )
 
     def _handle(self, topic: str, payload: bytes, ack: Any) -> None:
@@ -138,8 +189,13 @@ class MqttAdapter:
                     continue
                 machine = captured.get("machine")
                 if machine is not None and machine not in self._known_machines:
+                    reason = f"machine {machine[:80]!r} from the topic is not declared in the site config"
+                    break
+                signal = captured.get("signal")
+                if signal is not None and not _NAME.match(signal):
                     reason = (
-                        f"machine {machine!r} from the topic is not declared in the site config"
+                        f"signal {signal[:80]!r} from the topic is not a valid signal name "
+                        "(1-64 letters, digits, '_', '.', ':' or '-')"
                     )
                     break
                 try:

@@ -124,6 +124,23 @@ class MqttAdapterConfig(AdapterConfigBase):
     persistent_session: bool = Field(
         default=True, description="broker keeps QoS 1 messages while the gateway is away"
     )
+    protocol: Literal["3.1.1", "5"] = Field(
+        default="3.1.1",
+        description=(
+            "MQTT version; with 5 the broker may keep receive_maximum messages in flight to "
+            "the gateway (3.1.1 leaves that to the broker's config, Mosquitto: 20)"
+        ),
+    )
+    receive_maximum: int = Field(
+        default=10_000, ge=1, le=65535, description="MQTT 5: unacknowledged messages in flight"
+    )
+    session_expiry_s: int = Field(
+        default=7 * 86400,
+        ge=0,
+        le=2**32 - 1,
+        description="MQTT 5: how long the broker keeps "
+        "the session (and queues messages) while the gateway is away",
+    )
     max_payload_bytes: int = Field(default=256 * 1024, ge=16)
     subscriptions: list[Subscription] = Field(min_length=1)
 

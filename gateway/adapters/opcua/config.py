@@ -63,7 +63,8 @@ class OpcUaAdapterConfig(AdapterConfigBase):
     publishing_interval_ms: float = Field(default=100.0, gt=0)
     queue_size: int = Field(default=100, ge=0, description="server-side queue per monitored item")
     timeout_s: float = Field(default=5.0, gt=0, le=120)
-    reconnect_max_s: float = Field(default=30.0, ge=1, le=600)
+    # with timeout_s, bounds how long data stays away after the server is back (<= 30 s)
+    reconnect_max_s: float = Field(default=10.0, ge=1, le=600)
     watchdog_s: float = Field(default=2.0, gt=0, le=60)
     nodes: list[NodeSpec] = Field(min_length=1)
 
