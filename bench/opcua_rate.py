@@ -1,8 +1,9 @@
-"""OPC UA data changes per second through one gateway process (in-process, spool on).
+"""OPC UA data changes per second through one gateway process (spool on).
 
-An asyncua server with --nodes variables, each written --hz times a second; the gateway
-subscribes to all of them (publishing interval 100 ms, sampling 0 = every change) and spools
-them to the local history. Prints data changes offered by the server and taken by the gateway.
+An asyncua server in its own process (as a machine's controller is) with --nodes variables,
+each written --hz times a second; the gateway subscribes to all of them (publishing interval
+100 ms, sampling 0 = every change) and spools them to the local history. Prints data changes
+offered by the server and taken by the gateway, and the gateway process's CPU use.
 
     .venv/bin/python bench/opcua_rate.py --nodes 200 --hz 50 --duration 30 --runs 3
 """
@@ -11,11 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
+import resource
 import tempfile
 import time
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 
-from asyncua import Server, ua
+from asyncua import ua
+from asyncua.server.server import Server
 from common import median_report
 
 from gateway.config import parse_site_config
@@ -25,17 +31,50 @@ from microfactory.ports import free_port
 NS = "urn:bench:opcua"
 
 
-async def run_once(nodes: int, hz: float, duration: float) -> tuple[float, float]:
-    port = free_port()
+async def _serve(
+    port: int, nodes: int, hz: float, go: MpEvent, stop: MpEvent, written: Synchronized[int]
+) -> None:
     server = Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/bench")
     idx = await server.register_namespace(NS)
     obj = await server.nodes.objects.add_object(idx, "Bench")
     variables = [
-        await obj.add_variable(ua.NodeId(f"v{i}", idx), f"v{i}", 0.0) for i in range(nodes)
+        await obj.add_variable(ua.NodeId(ua.String(f"v{i}"), ua.Int16(idx)), f"v{i}", 0.0)
+        for i in range(nodes)
     ]
     await server.start()
+    try:
+        await asyncio.to_thread(go.wait, 600)  # the gateway is connected: start writing
+        t0 = time.monotonic()
+        tick = 0
+        while not stop.is_set():
+            tick += 1
+            for v in variables:
+                await server.write_attribute_value(
+                    v.nodeid, ua.DataValue(ua.Variant(float(tick), ua.VariantType.Double))
+                )
+            with written.get_lock():
+                written.value += nodes
+            delay = t0 + tick / hz - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    finally:
+        await server.stop()
+
+
+def _server_process(
+    port: int, nodes: int, hz: float, go: MpEvent, stop: MpEvent, written: Synchronized[int]
+) -> None:
+    asyncio.run(_serve(port, nodes, hz, go, stop, written))
+
+
+async def run_once(nodes: int, hz: float, duration: float) -> tuple[float, float, float]:
+    port = free_port()
+    go, stop = mp.Event(), mp.Event()
+    written: Synchronized[int] = mp.Value("q", 0)
+    server = mp.Process(target=_server_process, args=(port, nodes, hz, go, stop, written))
+    server.start()
     tmp = Path(tempfile.mkdtemp(prefix="bench-opcua-"))
     site = parse_site_config(
         {
@@ -65,32 +104,31 @@ async def run_once(nodes: int, hz: float, duration: float) -> tuple[float, float
     gw = Gateway(site)
     await gw.start()
     try:
-        for _ in range(300):  # bounded wait for the session
+        for _ in range(600):  # bounded wait for the server and the session
             if gw.health.connections.get("bench") == "connected":
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)
-        written = 0
         r0 = gw.health.received
+        cpu0 = _cpu_s()
         t0 = time.monotonic()
-        tick = 0
-        while time.monotonic() - t0 < duration:
-            tick += 1
-            for v in variables:
-                await server.write_attribute_value(
-                    v.nodeid, ua.DataValue(ua.Variant(float(tick), ua.VariantType.Double))
-                )
-            written += nodes
-            delay = t0 + tick / hz - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        go.set()
+        await asyncio.sleep(duration)
+        stop.set()
         elapsed = time.monotonic() - t0
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the last publish cycles
         taken = gw.health.received - r0
+        cpu = _cpu_s() - cpu0
     finally:
+        stop.set()
         await gw.stop(timeout_s=10)
-        await server.stop()
-    return written / elapsed, taken / elapsed
+        server.join(30)
+    return written.value / elapsed, taken / elapsed, cpu / elapsed
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -100,14 +138,20 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=30)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    offered, taken = [], []
+    offered, taken, cores = [], [], []
     for i in range(args.runs):
-        o, t = asyncio.run(run_once(args.nodes, args.hz, args.duration))
-        print(f"run {i + 1}: server wrote {o:,.0f} changes/s, gateway took {t:,.0f}/s", flush=True)
+        o, t, c = asyncio.run(run_once(args.nodes, args.hz, args.duration))
+        print(
+            f"run {i + 1}: server wrote {o:,.0f} changes/s, gateway took {t:,.0f}/s "
+            f"using {c:.2f} cores",
+            flush=True,
+        )
         offered.append(o)
         taken.append(t)
+        cores.append(c)
     median_report("offered", offered, "data changes/s")
     median_report("taken by the gateway", taken, "data changes/s")
+    median_report("gateway CPU", cores, "cores")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -28,12 +27,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import yaml
+from common import ROOT, proc_stats
 from paho.mqtt.enums import CallbackAPIVersion
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.helpers.servers import InfluxDB1, Mosquitto  # noqa: E402
+from tests.helpers.servers import InfluxDB1, Mosquitto
 
 FIELDS_PER_MESSAGE = 4  # power, energy, part count, temperature
 DB = "bench"
@@ -89,18 +86,6 @@ def site_config(mqtt_url: str, influx_url: str, data_dir: Path, machines: int) -
             }
         ],
     }
-
-
-def _proc_stats(pid: int) -> tuple[float, float]:
-    """(peak RSS in MB, CPU seconds) of a live process, from /proc."""
-    peak_kb = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            peak_kb = int(line.split()[1])
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return peak_kb / 1024, cpu
 
 
 def publish(port: int, rate: int, duration_s: float, machines: int) -> int:
@@ -187,7 +172,7 @@ def one_run(rate: int, duration_s: float, machines: int) -> RunResult:
                     and time.monotonic() - t0 < duration_s + 120
                 ):
                     n = stored(influx)
-                    peak, cpu = _proc_stats(gw.pid)
+                    peak, cpu = proc_stats(gw.pid)
                     if n >= sent:
                         break
                     if n != last:
@@ -195,7 +180,7 @@ def one_run(rate: int, duration_s: float, machines: int) -> RunResult:
                     time.sleep(0.5)
                 elapsed = time.monotonic() - t0
                 n = stored(influx)
-                peak, cpu = _proc_stats(gw.pid)
+                peak, cpu = proc_stats(gw.pid)
             finally:
                 gw.send_signal(signal.SIGTERM)
                 gw.wait(60)
