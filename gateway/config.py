@@ -267,9 +267,9 @@ def _message(e: Any) -> str:
 
 
 def format_errors(err: ValidationError) -> list[str]:
-    from .adapters import adapter_classes
+    from .adapters import registry
 
-    adapter_types = set(adapter_classes())
+    adapter_types = set(registry())
     problems = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])

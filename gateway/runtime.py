@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .adapters import adapter_classes
+from .adapters import adapter_class
 from .adapters.base import Adapter
 from .config import SiteConfig
 from .delivery import Delivery
@@ -68,9 +68,8 @@ class Gateway:
                 self.spool.depth,
             )
             self.metrics.start()
-        classes = adapter_classes()
         for cfg in self.site.adapters:
-            adapter = classes[cfg.type](cfg, site=self.site, emitter=self.pipeline)
+            adapter = adapter_class(cfg.type)(cfg, site=self.site, emitter=self.pipeline)
             self.adapters.append(adapter)
             await adapter.start()
         self._started = True

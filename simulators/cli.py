@@ -13,12 +13,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .mqtt_machine import MqttUrlError, parse_mqtt_url
-from .workshop import Workshop, WorkshopSettings
+if TYPE_CHECKING:
+    from .workshop import WorkshopSettings
 
 app = typer.Typer(help="The simulated workshop: OPC UA and MQTT machines.", no_args_is_help=True)
 
@@ -89,6 +89,11 @@ def run(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
 ) -> None:
     """Run the five simulated machines and print their OPC UA endpoints and MQTT topics."""
+    # imported here: `microfactory` mounts this app, and every other command (the gateway's
+    # above all) should not pay for asyncua's import
+    from .mqtt_machine import MqttUrlError, parse_mqtt_url
+    from .workshop import WorkshopSettings
+
     _setup_logging(log_level)
     url: str | None = None if mqtt_url.strip().lower() in ("", "none", "off") else mqtt_url
     if url is not None:
@@ -120,6 +125,8 @@ async def _run(settings: WorkshopSettings, duration_s: float | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    from .workshop import Workshop
+
     workshop = Workshop(settings)
     await workshop.start(paused=True)
     try:

@@ -8,37 +8,57 @@ never names a protocol.
 from __future__ import annotations
 
 import functools
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, cast
 
 from .base import Adapter, AdapterFactory, Emitter
 
 ENTRY_POINT_GROUP = "microfactory.adapters"
+# Built-ins name their config model apart from the class: validating a site config must not
+# import protocol libraries (asyncua alone is ~25 MB of RSS) that the site does not use.
 _BUILTIN = {
-    "opcua": "gateway.adapters.opcua:OpcUaAdapter",
-    "mqtt": "gateway.adapters.mqtt:MqttAdapter",
+    "opcua": (
+        "gateway.adapters.opcua.config:OpcUaAdapterConfig",
+        "gateway.adapters.opcua.adapter:OpcUaAdapter",
+    ),
+    "mqtt": (
+        "gateway.adapters.mqtt.config:MqttAdapterConfig",
+        "gateway.adapters.mqtt.adapter:MqttAdapter",
+    ),
 }
 
-__all__ = ["Adapter", "AdapterFactory", "Emitter", "adapter_classes", "registry"]
+__all__ = ["Adapter", "AdapterFactory", "Emitter", "adapter_class", "adapter_classes", "registry"]
 
 
-def _load(target: str) -> AdapterFactory:
+def _load(target: str) -> Any:
     import importlib
 
     module, _, attr = target.partition(":")
-    cls: AdapterFactory = getattr(importlib.import_module(module), attr)
-    return cls
+    return getattr(importlib.import_module(module), attr)
+
+
+def _third_party() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _BUILTIN}
+
+
+@functools.cache
+def adapter_class(kind: str) -> AdapterFactory:
+    """The adapter class of one ``type``, imported on first use."""
+    if kind in _BUILTIN:
+        cls: AdapterFactory = _load(_BUILTIN[kind][1])
+        return cls
+    return cast(AdapterFactory, _third_party()[kind].load())
 
 
 @functools.cache
 def adapter_classes() -> dict[str, AdapterFactory]:
-    """Adapter classes by ``type``: built-ins, then whatever installed packages declare."""
-    found = {name: _load(target) for name, target in _BUILTIN.items()}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in found:
-            found[ep.name] = ep.load()
-    return found
+    """Every adapter class by ``type``: built-ins, then whatever installed packages declare."""
+    return {kind: adapter_class(kind) for kind in [*_BUILTIN, *_third_party()]}
 
 
 def registry() -> dict[str, type]:
     """Config models by adapter ``type``, for the site config's discriminated union."""
-    return {name: getattr(cls, "config_model") for name, cls in adapter_classes().items()}  # noqa: B009
+    models: dict[str, type] = {kind: _load(targets[0]) for kind, targets in _BUILTIN.items()}
+    for kind in _third_party():
+        models[kind] = getattr(adapter_class(kind), "config_model")  # noqa: B009
+    return models
