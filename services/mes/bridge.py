@@ -185,6 +185,8 @@ class MqttBridge:
             return
         if result.duplicate:
             self.duplicates += 1
+        elif result.rejected:
+            self.rejected += 1
         else:
             self.ingested += 1
         log.debug("event %s on %s: %s", event.event_id, event.machine, result.outcome)

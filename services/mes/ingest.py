@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from microfactory.contract import GapReported, MachineEvent, PartCompleted, StateChanged
+from services.mes.errors import Invalid
 from services.mes.models import (
     Downtime,
     EventRecord,
@@ -30,6 +31,10 @@ EVENT_ADAPTER: TypeAdapter[StateChanged | PartCompleted | GapReported] = TypeAda
 DOWN_STATES = frozenset({"fault", "off"})
 MACHINE_REPORTED = "machine_reported"
 MAX_NS = 2**62
+# Beyond these a value is a fault of the meter or the sender, not a measurement: a GWh is more
+# than a large machine uses in a month, and sums of such values overflow a report's totals.
+MAX_EVENT_WH = 1e9
+MAX_CYCLE_TIME_S = 1e7
 
 
 @dataclass(slots=True)
@@ -40,6 +45,52 @@ class IngestResult:
     part_id: int | None = None
     run_id: int | None = None
     downtime_ids: list[int] = field(default_factory=list)
+    rejected: bool = False
+
+
+def plausible(value: float | None, limit: float) -> float | None:
+    """A measured value if it is a finite number in [0, limit]; None (unknown) otherwise."""
+    if value is None or not math.isfinite(value) or not 0 <= value <= limit:
+        return None
+    return value
+
+
+def _implausible(field_name: str, value: float | None, limit: float, unit: str) -> str | None:
+    if value is None or plausible(value, limit) is not None:
+        return None
+    return f"{field_name}: {value!r} {unit} is not a measurement (expected 0 to {limit:g} {unit})"
+
+
+def _json_safe(payload: dict[str, object]) -> dict[str, object]:
+    """The payload as received, NaN and infinities spelled out (JSON, and PostgreSQL, has none)."""
+    return {
+        k: repr(v) if isinstance(v, float) and not math.isfinite(v) else v
+        for k, v in payload.items()
+    }
+
+
+def refusal(event: StateChanged | PartCompleted | GapReported) -> tuple[str, str] | None:
+    """Why an event cannot be applied at all, as (field, reason); None when it can."""
+    if isinstance(event, GapReported) and event.start_ns > event.ts_ns:
+        return "start_ns", f"the gap starts ({event.start_ns}) after it ends (ts_ns {event.ts_ns})"
+    return None
+
+
+def value_problems(event: StateChanged | PartCompleted | GapReported) -> list[tuple[str, str]]:
+    """Measured values that are not measurements (NaN, infinite, negative, absurd)."""
+    checks: list[tuple[str, float | None, float, str]] = []
+    if isinstance(event, PartCompleted):
+        checks = [
+            ("energy_wh", event.energy_wh, MAX_EVENT_WH, "Wh"),
+            ("cycle_time_s", event.cycle_time_s, MAX_CYCLE_TIME_S, "s"),
+        ]
+    elif isinstance(event, StateChanged):
+        checks = [("previous_energy_wh", event.previous_energy_wh, MAX_EVENT_WH, "Wh")]
+    return [
+        (name, problem)
+        for name, value, limit, unit in checks
+        if (problem := _implausible(name, value, limit, unit)) is not None
+    ]
 
 
 def parse_event(payload: bytes | str) -> StateChanged | PartCompleted | GapReported:
@@ -62,21 +113,37 @@ def segment_at(session: Session, machine_id: str, ts_ns: int) -> RunSegment | No
 
 
 def ingest_event(
-    session: Session, event: StateChanged | PartCompleted | GapReported, site: str
+    session: Session,
+    event: StateChanged | PartCompleted | GapReported,
+    site: str,
+    *,
+    strict: bool = False,
 ) -> IngestResult:
-    """Apply one event inside the caller's transaction; a replayed event_id changes nothing."""
+    """Apply one event inside the caller's transaction; a replayed event_id changes nothing.
+
+    An event that cannot be applied (a gap ending before it starts) is kept in the event log
+    as ``rejected: <field>: <reason>``; a part or state change carrying a value that is not a
+    measurement (NaN, negative, absurd energy) is applied with that value unknown, and the
+    outcome says so. ``strict`` (a person posting over HTTP) raises :class:`Invalid` instead.
+    """
     start_ns = event.start_ns if isinstance(event, GapReported) else event.ts_ns
     if not (0 <= event.ts_ns < MAX_NS and 0 <= start_ns < MAX_NS) or len(event.event_id) > 128:
-        return IngestResult(event.event_id, "rejected: ts_ns or event_id out of range")
+        return IngestResult(
+            event.event_id, "rejected: ts_ns or event_id out of range", rejected=True
+        )
     if session.get(EventRecord, event.event_id) is not None:
         return IngestResult(event.event_id, "duplicate", duplicate=True)
+    refused = refusal(event)
+    problems = value_problems(event)
+    if strict and (refused or problems):
+        raise Invalid(*(refused or problems[0]))
     record = EventRecord(
         event_id=event.event_id,
         kind=event.kind,
         machine_id=event.machine,
         ts_ns=event.ts_ns,
         outcome="pending",
-        payload=event.model_dump(mode="json"),
+        payload=_json_safe(event.model_dump(mode="json")),
     )
     try:
         with session.begin_nested():
@@ -87,7 +154,10 @@ def ingest_event(
 
     result = IngestResult(event.event_id, "stored")
     machine = session.get(Machine, event.machine)
-    if event.site != site:
+    if refused is not None:
+        result.outcome = f"rejected: {refused[0]}: {refused[1]}"
+        result.rejected = True
+    elif event.site != site:
         result.outcome = f"ignored: site {event.site!r} is not {site!r}"
     elif machine is None:
         result.outcome = f"ignored: unknown machine {event.machine!r}"
@@ -106,9 +176,11 @@ def ingest_event(
             )
         )
         result.outcome = "gap stored"
+    if problems and not result.rejected and not result.outcome.startswith("ignored"):
+        result.outcome += "; unknown " + "; ".join(p for _, p in problems)
     record.outcome = result.outcome[:200]
     session.flush()
-    if result.outcome.startswith("ignored"):
+    if result.rejected or problems or result.outcome.startswith("ignored"):
         log.warning("event %s on %s %s", event.event_id, event.machine, result.outcome)
     return result
 
@@ -124,8 +196,8 @@ def _part(session: Session, event: PartCompleted, result: IngestResult) -> None:
         quantity=1,
         good=good,
         completed_at=from_ns(event.ts_ns),
-        energy_wh=event.energy_wh,
-        cycle_time_s=event.cycle_time_s,
+        energy_wh=plausible(event.energy_wh, MAX_EVENT_WH),
+        cycle_time_s=plausible(event.cycle_time_s, MAX_CYCLE_TIME_S),
         source="machine",
         event_id=event.event_id,
     )
@@ -155,8 +227,8 @@ def _previous_energy(event: StateChanged) -> tuple[int | None, float | None, int
     since = event.previous_since_ns
     if since is None or not 0 <= since < event.ts_ns:
         return None, None, None
-    wh = event.previous_energy_wh
-    if wh is None or not math.isfinite(wh) or wh < 0:
+    wh = plausible(event.previous_energy_wh, MAX_EVENT_WH)
+    if wh is None:
         return since, None, None
     from_ns = event.previous_energy_from_ns
     if from_ns is not None and not since <= from_ns < event.ts_ns:

@@ -20,6 +20,7 @@ from services.mes.calc.pareto import downtime_pareto
 from services.mes.calc.progress import OperationCount, progress
 from services.mes.calc.shifts import shift_windows
 from services.mes.errors import Invalid
+from services.mes.ingest import MAX_EVENT_WH, plausible
 from services.mes.models import (
     Batch,
     Downtime,
@@ -74,7 +75,13 @@ K = TypeVar("K", bound=Hashable)
 
 
 def _part_energy(parts: list[Part]) -> list[energy_calc.PartEnergy]:
-    return [energy_calc.PartEnergy(p.completed_at, p.quantity, p.good, p.energy_wh) for p in parts]
+    # plausible(): rows stored before ingestion checked values must not overflow the totals
+    return [
+        energy_calc.PartEnergy(
+            p.completed_at, p.quantity, p.good, plausible(p.energy_wh, MAX_EVENT_WH)
+        )
+        for p in parts
+    ]
 
 
 def energy_of_parts(parts: list[Part], settings: MesSettings) -> dict[str, Any]:
@@ -114,7 +121,12 @@ def _state_changes(
         .order_by(MachineStateRecord.ts_ns)
         .limit(1)
     ).all()
-    return [state_energy.StateChange(*row) for row in [*before, *inside, *after]]
+    return [
+        state_energy.StateChange(*row)._replace(
+            previous_energy_wh=plausible(row.previous_energy_wh, MAX_EVENT_WH)
+        )
+        for row in [*before, *inside, *after]
+    ]
 
 
 def _part_windows(
@@ -135,7 +147,8 @@ def _part_windows(
         .order_by(Part.completed_at)
     ).all()
     completions = [(to_ns(ts), False) for ts in before] + [
-        (to_ns(ts), run_id in run_ids and wh is not None) for ts, run_id, wh in rows
+        (to_ns(ts), run_id in run_ids and plausible(wh, MAX_EVENT_WH) is not None)
+        for ts, run_id, wh in rows
     ]
     return state_energy.part_windows(completions)
 

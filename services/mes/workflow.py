@@ -262,15 +262,19 @@ def pause_run(session: Session, run: OperationRun, at: datetime | None = None) -
     return run
 
 
+def _not_before_pause(run: OperationRun, when: datetime) -> None:
+    last_end = max((s.ended_at for s in run.segments if s.ended_at), default=None)
+    if last_end is not None and when < last_end:
+        raise Invalid("at", f"is before the pause at {last_end.isoformat()}")
+
+
 def resume_run(
     session: Session, run: OperationRun, operator: str, at: datetime | None = None
 ) -> OperationRun:
     if run.status != RunStatus.paused:
         raise InvalidTransition("operation run", run.id, run.status, "resume")
     when = _when(at)
-    last_end = max((s.ended_at for s in run.segments if s.ended_at), default=None)
-    if last_end is not None and when < last_end:
-        raise Invalid("at", f"is before the pause at {last_end.isoformat()}")
+    _not_before_pause(run, when)
     _machine_busy(session, run.machine_id, run.id)
     run.status = RunStatus.running
     session.add(RunSegment(run=run, machine_id=run.machine_id, operator=operator, started_at=when))
@@ -286,6 +290,8 @@ def complete_run(session: Session, run: OperationRun, at: datetime | None = None
     when = _when(at)
     if run.status == RunStatus.running:
         _close_segment(session, run, when)
+    else:
+        _not_before_pause(run, when)
     run.status = RunStatus.done
     run.ended_at = when
     batch = run.batch
@@ -355,6 +361,8 @@ def record_parts(
     if run.status == RunStatus.done:
         raise InvalidTransition("operation run", run.id, run.status, "count parts on")
     when = _when(at)
+    if when < run.started_at:
+        raise Invalid("at", f"is before the run's start {run.started_at.isoformat()}")
     if serials:
         if len(serials) != quantity:
             raise Invalid("serials", f"{len(serials)} serials for a quantity of {quantity}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from microfactory.contract import GapReported
+from services.mes.ingest import ingest_event
 from tests.mes.conftest import ADMIN, MANAGER, OPERATOR, MakeClient
 
 API = "/api/v1"
@@ -283,3 +286,82 @@ def test_openapi_documents_every_refusal(sqlite_url: str, make_client: MakeClien
     assert {"detail", "entity", "id", "current_state", "action", "field"} <= set(problem)
     r = c.post(f"{API}/orders/999/release", auth=MANAGER)
     assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+
+
+def test_implausible_events_and_times_are_422_naming_the_field(
+    sqlite_url: str, make_client: MakeClient
+) -> None:
+    """A person posting an event or counting parts is told what is wrong; a replay of an event
+    the MES already holds stays a harmless duplicate."""
+    c = make_client(sqlite_url)
+    part = {
+        "kind": "part_completed",
+        "event_id": "v-p",
+        "site": "demo",
+        "machine": "mill-1",
+        "ts_ns": 1_700_000_000_000_000_000,
+        "part_count": 1,
+    }
+    gap = {**part, "kind": "gap", "event_id": "v-g", "start_ns": part["ts_ns"] + 1, "reason": "x"}
+    json_type = {"content-type": "application/json"}
+    for body, field in (
+        (json.dumps(gap), "start_ns"),
+        (json.dumps({**part, "energy_wh": 1e308}), "energy_wh"),
+        (json.dumps({**part, "energy_wh": -1.0}), "energy_wh"),
+        (json.dumps({**part, "energy_wh": float("nan")}), "energy_wh"),
+        (json.dumps({**part, "cycle_time_s": float("inf")}), "cycle_time_s"),
+    ):
+        r = c.post(f"{API}/events", content=body, headers=json_type, auth=ADMIN)
+        assert r.status_code == 422 and r.json()["field"] == field, (body, r.text)
+    assert c.get(f"{API}/events", auth=MANAGER).json()["total"] == 0
+    with c.app.state.runtime.sessions() as s:  # type: ignore[attr-defined]
+        ingest_event(s, GapReported.model_validate(gap), "demo")  # as over MQTT
+        s.commit()
+    r = c.post(f"{API}/events", json=gap, auth=ADMIN)
+    assert r.status_code == 200 and r.json()["duplicate"] is True
+    (event,) = c.get(f"{API}/events", auth=MANAGER).json()["items"]
+    assert event["outcome"].startswith("rejected: start_ns")
+
+    ids = _ids(c)
+    c.post(f"{API}/orders/{ids['SO-1001']}/release", auth=MANAGER)
+    batch = c.get(f"{API}/batches?order_id={ids['SO-1001']}", auth=OPERATOR).json()["items"][0]
+    ops = c.get(f"{API}/products/{ids['BRK-100']}", auth=OPERATOR).json()["operations"]
+    r = c.post(
+        f"{API}/batches/{batch['id']}/start",
+        json={"operation_id": ops[1]["id"], "machine_id": "mill-1", "at": "2024-05-01T08:00:00Z"},
+        auth=OPERATOR,
+    )
+    run = r.json()
+    r = c.post(f"{API}/runs/{run['id']}/parts", json={"at": "2024-05-01T07:59:00Z"}, auth=OPERATOR)
+    assert r.status_code == 422 and r.json()["field"] == "at", r.text
+    assert "before the run's start" in r.json()["detail"]
+    c.post(f"{API}/runs/{run['id']}/pause", json={"at": "2024-05-01T09:00:00Z"}, auth=OPERATOR)
+    r = c.post(
+        f"{API}/runs/{run['id']}/complete", json={"at": "2024-05-01T08:30:00Z"}, auth=OPERATOR
+    )
+    assert r.status_code == 422 and r.json()["field"] == "at", r.text
+
+
+def test_reports_and_traces_document_their_answers(
+    sqlite_url: str, make_client: MakeClient
+) -> None:
+    """The numbers and the genealogy have typed answers in the schema (schemathesis checks
+    every response against them)."""
+    c = make_client(sqlite_url)
+    paths = c.get("/openapi.json").json()["paths"]
+    for path, model in (
+        ("/api/v1/orders/{order_id}/progress", "OrderProgress"),
+        ("/api/v1/batches/{batch_id}/progress", "BatchProgress"),
+        ("/api/v1/orders/{order_id}/energy", "OrderEnergy"),
+        ("/api/v1/batches/{batch_id}/energy", "BatchEnergy"),
+        ("/api/v1/reports/energy", "ProductEnergy"),
+        ("/api/v1/reports/downtime-pareto", "DowntimePareto"),
+        ("/api/v1/parts/{part_id}/trace", "PartTrace"),
+        ("/api/v1/batches/{batch_id}/record", "BatchRecord"),
+        ("/api/v1/material-lots/{lot_number}/trace", "MaterialTrace"),
+    ):
+        schema = paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{model}"}, (path, schema)
+    oee = paths["/api/v1/reports/oee"]["get"]["responses"]["200"]["content"]
+    refs = {s["$ref"] for s in oee["application/json"]["schema"]["oneOf"]}
+    assert refs == {"#/components/schemas/OeeOverWindow", "#/components/schemas/OeeByShift"}

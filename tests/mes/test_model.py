@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pwd
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from microfactory.contract import PartCompleted, StateChanged
+from microfactory.contract import GapReported, PartCompleted, StateChanged
 from services.mes import db, trace, workflow
 from services.mes.errors import Conflict, Invalid, InvalidTransition
 from services.mes.ingest import ingest_event
@@ -24,6 +25,8 @@ from services.mes.models import (
     Batch,
     BatchStatus,
     Downtime,
+    EventRecord,
+    Gap,
     MachineStateRecord,
     MaterialLot,
     OperationRun,
@@ -361,3 +364,94 @@ def test_state_energy_is_attributed_to_the_run_and_adds_up(
         )
         assert sum(r["machine_energy"]["energy_wh"] for r in series) == pytest.approx(68.0)
         assert sum(r["energy_wh"] for r in series) == pytest.approx(65.0)
+
+
+def test_implausible_events_are_kept_with_the_reason_and_nothing_overflows(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A gap ending before it starts is rejected in the event log; a part with a NaN, negative
+    or absurd energy still counts, its energy unknown; replays stay duplicates."""
+    with db.session_scope(sessions) as s:
+        batch, run_id, start = _run_batch(s)
+    t = to_ns(start)
+
+    def part(i: int, wh: float, ct: float | None = None) -> PartCompleted:
+        return PartCompleted(
+            event_id=f"bad-p{i}",
+            site="demo",
+            machine="laser-1",
+            ts_ns=t + i * S,
+            part_count=i,
+            good=True,
+            energy_wh=wh,
+            cycle_time_s=ct,
+        )
+
+    events = [
+        GapReported(
+            event_id="bad-gap",
+            site="demo",
+            machine="laser-1",
+            ts_ns=t + S,
+            start_ns=t + 5 * S,
+            reason="source lost",
+        ),
+        part(1, 1e308),
+        part(2, 1e308),
+        part(3, float("nan"), float("inf")),
+        part(4, -5.0),
+        part(5, 40.0, 12.0),
+        StateChanged(
+            event_id="bad-s1",
+            site="demo",
+            machine="laser-1",
+            ts_ns=t + 10 * S,
+            state="idle",
+            previous="running",
+            previous_since_ns=t,
+            previous_energy_wh=1e308,
+        ),
+    ]
+    with db.session_scope(sessions) as s:
+        results = [ingest_event(s, e, "demo") for e in events]
+    gap, huge, _, nan, negative, fine, state = results
+    assert gap.rejected and gap.outcome.startswith("rejected: start_ns: the gap starts")
+    assert huge.outcome.startswith(f"part on run {run_id}; unknown energy_wh: 1e+308 Wh")
+    assert "energy_wh: nan" in nan.outcome and "cycle_time_s: inf" in nan.outcome
+    assert "energy_wh: -5.0 Wh" in negative.outcome
+    assert fine.outcome == f"part on run {run_id}"
+    assert "unknown previous_energy_wh" in state.outcome
+    with db.session_scope(sessions) as s:  # the replay changes nothing
+        assert all(ingest_event(s, e, "demo").duplicate for e in events)
+    with sessions() as s:
+        assert s.scalars(select(Gap)).all() == []
+        rows = {r.event_id: r for r in s.scalars(select(EventRecord))}
+        assert rows["bad-gap"].outcome == gap.outcome  # the dead letter keeps why and what
+        assert rows["bad-p3"].payload["energy_wh"] == "nan"
+        parts = s.scalars(select(Part).where(Part.run_id == run_id)).all()
+        assert len(parts) == 5  # every part counts, whatever its energy said
+        assert sorted(p.energy_wh for p in parts if p.energy_wh is not None) == [40.0]
+        assert all(p.cycle_time_s in (None, 12.0) for p in parts)
+        assert s.scalars(select(MachineStateRecord)).one().previous_energy_wh is None
+        # a row stored before these checks must not overflow the totals either
+        s.get(Part, parts[0].id).energy_wh = 1e308  # type: ignore[union-attr]
+        s.flush()
+        energy = batch_energy(s, s.get(Batch, batch.id), MesSettings(demo=True))  # type: ignore[arg-type]
+        assert energy["energy_wh"] == 40.0 and energy["parts_with_energy"] == 1
+        assert math.isfinite(energy["machine_energy"]["energy_wh"])
+
+
+def test_operator_times_before_the_run_are_refused(sessions: sessionmaker[Session]) -> None:
+    with db.session_scope(sessions) as s:
+        _batch, run_id, start = _run_batch(s)
+        run = s.get(OperationRun, run_id)
+        assert run is not None
+        with pytest.raises(Invalid) as err:
+            workflow.record_parts(s, run, 2, None, start - timedelta(minutes=1))
+        assert err.value.extra["field"] == "at" and "before the run's start" in err.value.message
+        workflow.record_parts(s, run, 2, None, start + timedelta(minutes=1))
+        workflow.pause_run(s, run, start + timedelta(minutes=30))
+        with pytest.raises(Invalid) as err:
+            workflow.complete_run(s, run, start + timedelta(minutes=10))
+        assert err.value.extra["field"] == "at" and "before the pause" in err.value.message
+        assert workflow.complete_run(s, run, start + timedelta(minutes=40)).status == "done"

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 
 from services.mes import reports, trace, workflow
+from services.mes.api import report_schemas as out
 from services.mes.api.deps import CurrentUser, Manager, RuntimeDep, SessionDep, effective_settings
 from services.mes.api.schemas import MAX_INT, Instant
 from services.mes.errors import Invalid, NotFound
@@ -36,7 +37,7 @@ def _window(
     return start, end
 
 
-@router.get("/orders/{order_id}/progress", tags=["reports"])
+@router.get("/orders/{order_id}/progress", response_model=out.OrderProgress, tags=["reports"])
 def order_progress(order_id: OrderId, _: CurrentUser, session: SessionDep) -> Json:
     """Where is my order: good parts out of the last operation, per batch and operation."""
     order = workflow.get_order(session, order_id)
@@ -45,7 +46,7 @@ def order_progress(order_id: OrderId, _: CurrentUser, session: SessionDep) -> Js
     )
 
 
-@router.get("/batches/{batch_id}/progress", tags=["reports"])
+@router.get("/batches/{batch_id}/progress", response_model=out.BatchProgress, tags=["reports"])
 def batch_progress(batch_id: BatchId, _: CurrentUser, session: SessionDep) -> Json:
     batch = workflow.get_batch(session, batch_id)
     return {"batch_id": batch.id, "lot_number": batch.lot_number, "status": batch.status} | (
@@ -53,7 +54,7 @@ def batch_progress(batch_id: BatchId, _: CurrentUser, session: SessionDep) -> Js
     )
 
 
-@router.get("/orders/{order_id}/energy", tags=["reports"])
+@router.get("/orders/{order_id}/energy", response_model=out.OrderEnergy, tags=["reports"])
 def order_energy(
     order_id: OrderId, _: CurrentUser, runtime: RuntimeDep, session: SessionDep
 ) -> Json:
@@ -62,7 +63,7 @@ def order_energy(
     return reports.order_energy(session, workflow.get_order(session, order_id), settings)
 
 
-@router.get("/batches/{batch_id}/energy", tags=["reports"])
+@router.get("/batches/{batch_id}/energy", response_model=out.BatchEnergy, tags=["reports"])
 def batch_energy(
     batch_id: BatchId, _: CurrentUser, runtime: RuntimeDep, session: SessionDep
 ) -> Json:
@@ -70,7 +71,7 @@ def batch_energy(
     return reports.batch_energy(session, workflow.get_batch(session, batch_id), settings)
 
 
-@router.get("/reports/energy", tags=["reports"])
+@router.get("/reports/energy", response_model=out.ProductEnergy, tags=["reports"])
 def product_energy(
     _: Manager,
     runtime: RuntimeDep,
@@ -98,7 +99,7 @@ def product_energy(
     }
 
 
-@router.get("/reports/oee", tags=["reports"])
+@router.get("/reports/oee", response_model=out.OeeReport, tags=["reports"])
 def oee(
     _: Manager,
     runtime: RuntimeDep,
@@ -120,7 +121,7 @@ def oee(
     return {"by": "window"} | reports.machine_oee(session, machine, start, end)
 
 
-@router.get("/reports/downtime-pareto", tags=["reports"])
+@router.get("/reports/downtime-pareto", response_model=out.DowntimePareto, tags=["reports"])
 def downtime_pareto(
     _: Manager,
     session: SessionDep,
@@ -140,7 +141,7 @@ def downtime_pareto(
     }
 
 
-@router.get("/parts/{part_id}/trace", tags=["traceability"])
+@router.get("/parts/{part_id}/trace", response_model=out.PartTrace, tags=["traceability"])
 def part_trace(part_id: PartId, _: CurrentUser, runtime: RuntimeDep, session: SessionDep) -> Json:
     """Backward genealogy: materials, machines, operators, times, energy, telemetry window."""
     part = session.get(Part, part_id)
@@ -149,7 +150,7 @@ def part_trace(part_id: PartId, _: CurrentUser, runtime: RuntimeDep, session: Se
     return trace.part_trace(session, part, effective_settings(session, runtime.settings))
 
 
-@router.get("/batches/{batch_id}/record", tags=["traceability"])
+@router.get("/batches/{batch_id}/record", response_model=out.BatchRecord, tags=["traceability"])
 def batch_record(
     batch_id: BatchId, _: CurrentUser, runtime: RuntimeDep, session: SessionDep
 ) -> Json:
@@ -168,7 +169,9 @@ def batch_record_html(
     return HTMLResponse(trace.batch_record_html(record))
 
 
-@router.get("/material-lots/{lot_number}/trace", tags=["traceability"])
+@router.get(
+    "/material-lots/{lot_number}/trace", response_model=out.MaterialTrace, tags=["traceability"]
+)
 def material_trace(
     lot_number: Annotated[str, Path(min_length=1, max_length=64)],
     _: CurrentUser,
