@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from .adapters import adapter_class
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .mes_link import MesLink
 
 log = logging.getLogger(__name__)
+HEARTBEAT_NS = 2_000_000_000  # how often the spool learns that the gateway is alive
 
 
 class Gateway:
@@ -43,6 +45,7 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
+        self._heartbeat: asyncio.Task[None] | None = None
         self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
@@ -68,6 +71,8 @@ class Gateway:
                 self.spool.depth,
             )
             self.metrics.start()
+        await self._report_own_downtime(self.pipeline)
+        self._heartbeat = asyncio.create_task(self._heartbeats(), name="heartbeat")
         for cfg in self.site.adapters:
             adapter = adapter_class(cfg.type)(cfg, site=self.site, emitter=self.pipeline)
             self.adapters.append(adapter)
@@ -80,6 +85,24 @@ class Gateway:
             len(self.adapters),
             ", ".join(s.name for s in self.sinks) or "none",
         )
+
+    async def _report_own_downtime(self, pipeline: Pipeline) -> None:
+        """A gap on every machine for the time this gateway (on this spool) was not running.
+
+        Adapters only see outages while the gateway runs; a stopped or crashed gateway saw
+        nothing, and its heartbeat in the spool says since when.
+        """
+        now = time.time_ns()
+        last = await self.spool.heartbeat(now)
+        if last is not None and now - last > HEARTBEAT_NS * 2:
+            for machine in self.site.machines:
+                pipeline.gap(machine.id, last, now, "gateway was not running")
+
+    async def _heartbeats(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(HEARTBEAT_NS / 1e9)
+                await self.spool.heartbeat(time.time_ns())
 
     def _spooled(self, samples: list[Sample]) -> None:
         for d in self.deliveries:
@@ -100,6 +123,10 @@ class Gateway:
         assert self.pipeline is not None
         self.pipeline.close()
         await self._tasks[0]
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            await self.spool.heartbeat(time.time_ns())  # a clean stop: the gap starts now
         for d in self.deliveries:
             d.stop()
         pending = self._tasks[1:]

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS samples (
 );
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), alive_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     at_s REAL NOT NULL,
@@ -227,6 +228,23 @@ class Spool:
         if self._appends_since_check >= every:
             self._appends_since_check = 0
             self._measure()
+
+    async def heartbeat(self, now_ns: int) -> int | None:
+        """Record that the gateway is alive at ``now_ns``; return the previous record.
+
+        The previous record is when a gateway last wrote to this spool: on start, the time
+        between it and now is a gap no adapter could see (the gateway itself was not running).
+        """
+        return await self._call(self._heartbeat, now_ns)
+
+    def _heartbeat(self, now_ns: int) -> int | None:
+        row = self.db.execute("SELECT alive_ns FROM heartbeat WHERE id = 1").fetchone()
+        self.db.execute(
+            "INSERT INTO heartbeat(id, alive_ns) VALUES (1, ?) "
+            "ON CONFLICT(id) DO UPDATE SET alive_ns = excluded.alive_ns",
+            (now_ns,),
+        )
+        return int(row[0]) if row else None
 
     async def dead_letter(self, source: str, origin: str, reason: str, payload: bytes) -> None:
         await self._call(self._dead_letter, source, origin, reason, payload)
