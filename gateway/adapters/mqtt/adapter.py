@@ -51,6 +51,7 @@ class MqttAdapter:
         self._subs = [CompiledSubscription(s) for s in config.subscriptions]
         self._known_machines = {m.id for m in site.machines}
         self._client: mqtt.Client | None = None
+        self._stopping = False
         self._down_since_ns: int | None = None
         # Acks are only valid on the connection that received the message: after a reconnect
         # the broker redelivers what was not acknowledged, under packet ids it may reuse.
@@ -111,6 +112,7 @@ class MqttAdapter:
         client = self._client
         if client is None:
             return
+        self._stopping = True
         client.disconnect()
         try:
             await asyncio.wait_for(asyncio.to_thread(client.loop_stop), timeout_s)
@@ -147,6 +149,9 @@ class MqttAdapter:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        if self._stopping:  # our own disconnect: nothing to warn about, no gap to report
+            log.info("mqtt adapter %s: disconnected", self.config.name)
+            return
         if self._down_since_ns is None:
             self._down_since_ns = time.time_ns()
         log.warning("mqtt adapter %s: disconnected (%s)", self.config.name, reason)
