@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from services.mes import workflow
 from services.mes.api.deps import (
@@ -47,6 +48,16 @@ router = APIRouter()
 
 OrderId = Annotated[int, Path(ge=1, le=MAX_INT)]
 BatchId = Annotated[int, Path(ge=1, le=MAX_INT)]
+
+
+_Entity = TypeVar("_Entity", Order, Batch)
+
+
+def _transitioned(request: Request, session: Session, kind: str, entity: _Entity) -> _Entity:
+    """Commit a state change and write it to the audit trail with the new status."""
+    session.commit()
+    audit_note(request, kind, entity.id, status=entity.status)
+    return entity
 
 
 @router.get("/orders", response_model=Page[OrderPublic], tags=["orders"])
@@ -118,26 +129,20 @@ def update_order(
 def release_order(order_id: OrderId, request: Request, _: Manager, session: SessionDep) -> Order:
     """Release to the shop floor; creates one batch for the whole quantity if none planned."""
     order = workflow.release_order(session, workflow.get_order(session, order_id))
-    session.commit()
-    audit_note(request, "order", order.id, status=order.status)
-    return order
+    return _transitioned(request, session, "order", order)
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderPublic, tags=["orders"])
 def cancel_order(order_id: OrderId, request: Request, _: Manager, session: SessionDep) -> Order:
     order = workflow.cancel_order(session, workflow.get_order(session, order_id))
-    session.commit()
-    audit_note(request, "order", order.id, status=order.status)
-    return order
+    return _transitioned(request, session, "order", order)
 
 
 @router.post("/orders/{order_id}/complete", response_model=OrderPublic, tags=["orders"])
 def complete_order(order_id: OrderId, request: Request, _: Manager, session: SessionDep) -> Order:
     """Close an order by hand (e.g. a short delivery accepted by the customer)."""
     order = workflow.complete_order(session, workflow.get_order(session, order_id))
-    session.commit()
-    audit_note(request, "order", order.id, status=order.status)
-    return order
+    return _transitioned(request, session, "order", order)
 
 
 @router.post(
@@ -209,17 +214,13 @@ def start_batch(
 @router.post("/batches/{batch_id}/complete", response_model=BatchPublic, tags=["batches"])
 def complete_batch(batch_id: BatchId, request: Request, _: Operator, session: SessionDep) -> Batch:
     batch = workflow.complete_batch(session, workflow.get_batch(session, batch_id))
-    session.commit()
-    audit_note(request, "batch", batch.id, status=batch.status)
-    return batch
+    return _transitioned(request, session, "batch", batch)
 
 
 @router.post("/batches/{batch_id}/cancel", response_model=BatchPublic, tags=["batches"])
 def cancel_batch(batch_id: BatchId, request: Request, _: Manager, session: SessionDep) -> Batch:
     batch = workflow.cancel_batch(session, workflow.get_batch(session, batch_id))
-    session.commit()
-    audit_note(request, "batch", batch.id, status=batch.status)
-    return batch
+    return _transitioned(request, session, "batch", batch)
 
 
 @router.post(
