@@ -23,7 +23,9 @@ def _tag(v: str) -> str:
 
 
 def _string_field(v: str) -> str:
-    return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    # only backslash and double quote are escaped in a string field; a newline stays literal
+    # inside the quotes (escaping it would store a backslash and an "n" instead)
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def encode(sample: Sample, site: str) -> str:

@@ -91,3 +91,18 @@ def test_numbers_round_trip(influxdb1: InfluxDB1) -> None:
 def test_machine_ids_allowed_by_config_need_no_escaping() -> None:
     allowed = set(string.ascii_lowercase + string.digits + "_.-")
     assert not allowed & set(',= "\\\n')
+
+
+def test_multiline_text_round_trips(influxdb1: InfluxDB1) -> None:
+    """A program listing or operator note with newlines is stored as sent, not as '\\n'."""
+    text = 'N10 G0 X0\nN20 G1 X10 "fast"\r\nN30 M30 \\ end'
+    sink = InfluxV1Sink(InfluxSettings(api="v1", url=influxdb1.url, database="ml"), "shop")
+
+    async def go() -> None:
+        await sink.open()
+        await sink.ensure_database()
+        await sink.write([Sample("mill-1", "program", text, "", 1_700_000_000_000_000_000)])
+        await sink.close()
+
+    asyncio.run(go())
+    assert [r["text"] for r in influxdb1.rows('SELECT "text" FROM "telemetry"', "ml")] == [text]
