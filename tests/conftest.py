@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.helpers.servers import InfluxDB1, Mosquitto, VictoriaMetrics
+
+# CI runs the same generated examples every time (a red build must be reproducible);
+# HYPOTHESIS_PROFILE=explore draws new ones, which is how new bugs are found locally.
+settings.register_profile("repeatable", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None, max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture
