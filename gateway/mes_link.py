@@ -205,7 +205,8 @@ class MesLink:
         _props: Properties | None,
     ) -> None:
         if self._connected.is_set():
-            log.warning("MES link disconnected: %s", reason)
+            level = logging.WARNING if reason.is_failure else logging.INFO  # clean: our stop
+            log.log(level, "MES link disconnected: %s", reason)
         self._connected.clear()
 
     def _on_subscribe(

@@ -166,7 +166,9 @@ class MqttBridge:
         _props: Properties | None,
     ) -> None:
         self._connected.clear()
-        log.warning("MES bridge disconnected: %s", reason)
+        # a clean disconnect (our own stop) is news, not a warning
+        level = logging.WARNING if reason.is_failure else logging.INFO
+        log.log(level, "MES bridge disconnected: %s", reason)
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
