@@ -18,8 +18,6 @@ import argparse
 import json
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import yaml
-from common import ROOT, proc_stats
+from common import proc_stats, start_gateway
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers.servers import InfluxDB1, Mosquitto
@@ -148,19 +146,7 @@ def one_run(rate: int, duration_s: float, machines: int) -> RunResult:
             config.write_text(
                 yaml.safe_dump(site_config(broker.url, influx.url, tmp_path, machines))
             )
-            gw = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "microfactory.cli",
-                    "gateway",
-                    "--config",
-                    str(config),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=ROOT,
-            )
+            gw = start_gateway(config, tmp_path / "gateway.log")
             try:
                 time.sleep(2.0)  # connect and subscribe
                 t0 = time.monotonic()

@@ -27,7 +27,7 @@ _BUILTIN = {
     ),
 }
 
-__all__ = ["Adapter", "AdapterFactory", "Emitter", "adapter_class", "adapter_classes", "registry"]
+__all__ = ["Adapter", "AdapterFactory", "Emitter", "adapter_class", "registry"]
 
 
 def _load(target: str) -> Any:
@@ -48,12 +48,6 @@ def adapter_class(kind: str) -> AdapterFactory:
         cls: AdapterFactory = _load(_BUILTIN[kind][1])
         return cls
     return cast(AdapterFactory, _third_party()[kind].load())
-
-
-@functools.cache
-def adapter_classes() -> dict[str, AdapterFactory]:
-    """Every adapter class by ``type``: built-ins, then whatever installed packages declare."""
-    return {kind: adapter_class(kind) for kind in [*_BUILTIN, *_third_party()]}
 
 
 def registry() -> dict[str, type]:

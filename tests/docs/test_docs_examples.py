@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.adapters import adapter_class, adapter_classes
+from gateway.adapters import adapter_class
 from gateway.config import load_site_config, parse_site_config
 from gateway.runtime import Gateway
 from tests.helpers.waiting import wait_for
@@ -52,10 +52,8 @@ def example_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     for name in list(os.environ):
         if name.upper().startswith("MICROFACTORY_"):
             monkeypatch.delenv(name)  # the examples must hold on their own
-    adapter_classes.cache_clear()
     adapter_class.cache_clear()
     yield
-    adapter_classes.cache_clear()
     adapter_class.cache_clear()
     sys.modules.pop("example_adapter", None)
 
