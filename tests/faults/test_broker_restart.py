@@ -9,15 +9,9 @@ import pytest
 
 from gateway.config import parse_site_config
 from gateway.runtime import Gateway
-from tests.faults.util import (
-    Publisher,
-    expected_stats,
-    influx_stats,
-    influx_total,
-    site_dict,
-    wait_for,
-)
+from tests.faults.util import Publisher, expected_stats, influx_stats, influx_total, site_dict
 from tests.helpers.servers import InfluxDB1, Mosquitto
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -18,9 +18,9 @@ from tests.faults.util import (
     influx_stats,
     influx_total,
     site_dict,
-    wait_for,
 )
 from tests.helpers.servers import InfluxDB1, Mosquitto
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -22,8 +22,9 @@ from gateway.errors import PayloadError
 from gateway.normalise import Normaliser
 from gateway.runtime import Gateway
 from gateway.sample import RawSample
-from tests.faults.util import ORIGIN_NS, Publisher, site_dict, wait_for
+from tests.faults.util import ORIGIN_NS, Publisher, site_dict
 from tests.helpers.servers import Mosquitto
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -13,8 +13,9 @@ from gateway.config import parse_site_config
 from gateway.runtime import Gateway
 from gateway.status import fetch
 from tests.faults.overloaded import OverloadedInflux
-from tests.faults.util import Publisher, site_dict, wait_for
+from tests.faults.util import Publisher, site_dict
 from tests.helpers.servers import InfluxDB1, Mosquitto
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 

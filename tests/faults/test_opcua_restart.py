@@ -16,7 +16,7 @@ from gateway.adapters.opcua.adapter import OpcUaAdapter
 from gateway.config import parse_site_config
 from gateway.runtime import Gateway
 from simulators.workshop import Workshop, WorkshopSettings
-from tests.faults.util import wait_for
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 

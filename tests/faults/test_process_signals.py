@@ -17,10 +17,10 @@ from tests.faults.util import (
     site_dict,
     spool_depth,
     wait_flowing,
-    wait_for_sync,
     write_config,
 )
 from tests.helpers.servers import InfluxDB1, Mosquitto
+from tests.helpers.waiting import wait_for_sync
 
 pytestmark = pytest.mark.faults
 

@@ -10,15 +10,9 @@ import pytest
 from gateway.config import parse_site_config
 from gateway.runtime import Gateway
 from tests.faults.overloaded import OverloadedInflux
-from tests.faults.util import (
-    ORIGIN_NS,
-    STEP_NS,
-    Publisher,
-    influx_stats,
-    site_dict,
-    wait_for,
-)
+from tests.faults.util import ORIGIN_NS, STEP_NS, Publisher, influx_stats, site_dict
 from tests.helpers.servers import InfluxDB1, Mosquitto
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -9,7 +9,6 @@ adds nothing).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sqlite3
@@ -18,7 +17,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,27 +27,11 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers.servers import InfluxDB1
+from tests.helpers.waiting import wait_for_sync
 
 SIGNAL = "power_active"
 ORIGIN_NS = (time.time_ns() // 1_000_000_000) * 1_000_000_000  # whole second, test session start
 STEP_NS = 1000
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``condition`` until true; fail with ``what`` after ``timeout_s`` (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def wait_for_sync(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def unique_prefix() -> str:

@@ -18,6 +18,15 @@ async def wait_for(condition: Callable[[], object], timeout_s: float, what: str)
         await asyncio.sleep(0.05)
 
 
+def wait_for_sync(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    """:func:`wait_for` for code outside an event loop."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
 async def gateway_quiet(gw: Gateway, settle_s: float = 1.0, timeout_s: float = 30.0) -> None:
     """Wait until no new sample has reached ``gw`` for ``settle_s``: the last messages are in."""
     deadline = time.monotonic() + timeout_s
