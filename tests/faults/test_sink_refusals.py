@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from email.utils import parsedate_to_datetime
@@ -79,8 +81,17 @@ def _influx_write(influx: InfluxDB1, db: str, line: str) -> None:
     q = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'})
     urllib.request.urlopen(f"{influx.url}/query?{q}", data=b"", timeout=10).close()
     params = urllib.parse.urlencode({"db": db, "precision": "ns"})
-    req = urllib.request.Request(f"{influx.url}/write?{params}", data=line.encode())
-    urllib.request.urlopen(req, timeout=10).close()
+    # InfluxDB 1.6 may answer 404 "database not found" for a moment after CREATE DATABASE
+    deadline = time.monotonic() + 10
+    while True:
+        req = urllib.request.Request(f"{influx.url}/write?{params}", data=line.encode())
+        try:
+            urllib.request.urlopen(req, timeout=10).close()
+            return
+        except urllib.error.HTTPError as err:
+            if err.code != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 async def test_poison_point_is_quarantined_and_the_rest_written(
