@@ -24,9 +24,9 @@ from asyncua import ua
 from asyncua.server.server import Server
 from common import median_report
 
-from gateway.config import parse_site_config
-from gateway.runtime import Gateway
-from microfactory.ports import free_port
+from microfactory.cli.ports import free_port
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.runtime import Gateway
 
 NS = "urn:bench:opcua"
 

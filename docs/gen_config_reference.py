@@ -31,10 +31,10 @@ from pydantic_core import PydanticUndefined
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))  # run from a checkout without installing
 
-from gateway import config as gc  # noqa: E402
-from gateway.adapters.mqtt import config as mq  # noqa: E402
-from gateway.adapters.opcua import config as ua  # noqa: E402
 from microfactory import contract  # noqa: E402
+from microfactory.gateway import config as gc  # noqa: E402
+from microfactory.gateway.adapters.mqtt import config as mq  # noqa: E402
+from microfactory.gateway.adapters.opcua import config as ua  # noqa: E402
 
 # The meaning of a field, by "Model.field", where the model's own description is not enough.
 MEANINGS: dict[str, str] = {

@@ -2,7 +2,7 @@
 
 :class:`MesLink` is a sink: it reads the spool from its own cursor like any other sink, so a
 broker outage only delays events (the samples wait on disk) and a crash replays them. Events
-are derived by :class:`gateway.events.EventDeriver`, published with QoS 1 on a persistent
+are derived by :class:`microfactory.gateway.events.EventDeriver`, published with QoS 1 on a persistent
 MQTT session, and the spool cursor moves only once the broker has acknowledged every event
 of a batch. The deriver's memory is saved next to the spool after each batch, so a restart
 neither loses a part nor counts one twice (and the event ids make any replay harmless).

@@ -1,7 +1,7 @@
 """The gateway's Prometheus ``/metrics`` endpoint: every stage's counters and gauges.
 
 One registry per gateway (no module state: several gateways may run in one process). Values
-are read at scrape time: in-process counters from :class:`gateway.health.Health`, spool
+are read at scrape time: in-process counters from :class:`microfactory.gateway.health.Health`, spool
 depth, age and drop counters from the spool file itself through a read-only connection of
 its own (WAL lets it read while the gateway writes), so a scrape never waits for the
 gateway's event loop or its spool thread.

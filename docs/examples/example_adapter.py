@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from gateway.adapters.base import Emitter
-from gateway.config import AdapterConfigBase, SiteConfig
-from gateway.errors import PayloadError
-from gateway.sample import RawSample
-from gateway.units import check_unit
+from microfactory.gateway.adapters.base import Emitter
+from microfactory.gateway.config import AdapterConfigBase, SiteConfig
+from microfactory.gateway.errors import PayloadError
+from microfactory.gateway.sample import RawSample
+from microfactory.gateway.units import check_unit
 
 log = logging.getLogger(__name__)
 _MISSING = object()

@@ -18,12 +18,12 @@ ENTRY_POINT_GROUP = "microfactory.adapters"
 # import protocol libraries (asyncua alone is ~25 MB of RSS) that the site does not use.
 _BUILTIN = {
     "opcua": (
-        "gateway.adapters.opcua.config:OpcUaAdapterConfig",
-        "gateway.adapters.opcua.adapter:OpcUaAdapter",
+        "microfactory.gateway.adapters.opcua.config:OpcUaAdapterConfig",
+        "microfactory.gateway.adapters.opcua.adapter:OpcUaAdapter",
     ),
     "mqtt": (
-        "gateway.adapters.mqtt.config:MqttAdapterConfig",
-        "gateway.adapters.mqtt.adapter:MqttAdapter",
+        "microfactory.gateway.adapters.mqtt.config:MqttAdapterConfig",
+        "microfactory.gateway.adapters.mqtt.adapter:MqttAdapter",
     ),
 }
 

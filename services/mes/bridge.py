@@ -23,9 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from microfactory import contract
-from services.mes.context import all_contexts
-from services.mes.ingest import ingest_event, parse_event
-from services.mes.settings import MesSettings
+from microfactory.mes.context import all_contexts
+from microfactory.mes.ingest import ingest_event, parse_event
+from microfactory.mes.settings import MesSettings
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from microfactory.contract import MachineContext
-from services.mes.models import Machine, OperationRun, RunStatus
-from services.mes.timeutil import now, to_ns
+from microfactory.mes.models import Machine, OperationRun, RunStatus
+from microfactory.mes.timeutil import now, to_ns
 
 log = logging.getLogger(__name__)
 

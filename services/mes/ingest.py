@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from microfactory.contract import GapReported, MachineEvent, PartCompleted, StateChanged
-from services.mes.errors import Invalid
-from services.mes.models import (
+from microfactory.mes.errors import Invalid
+from microfactory.mes.models import (
     Downtime,
     EventRecord,
     Gap,
@@ -23,7 +23,7 @@ from services.mes.models import (
     RunSegment,
     Scrap,
 )
-from services.mes.timeutil import from_ns
+from microfactory.mes.timeutil import from_ns
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Load rows for the pure calculations in :mod:`services.mes.calc` and shape their results."""
+"""Load rows for the pure calculations in :mod:`microfactory.mes.calc` and shape their results."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.mes.calc import energy as energy_calc
-from services.mes.calc import state_energy
-from services.mes.calc.intervals import Interval
-from services.mes.calc.oee import PartSample, StateChange, compute_oee
-from services.mes.calc.pareto import downtime_pareto
-from services.mes.calc.progress import OperationCount, progress
-from services.mes.calc.shifts import shift_windows
-from services.mes.errors import Invalid
-from services.mes.ingest import MAX_EVENT_WH, plausible
-from services.mes.models import (
+from microfactory.mes.calc import energy as energy_calc
+from microfactory.mes.calc import state_energy
+from microfactory.mes.calc.intervals import Interval
+from microfactory.mes.calc.oee import PartSample, StateChange, compute_oee
+from microfactory.mes.calc.pareto import downtime_pareto
+from microfactory.mes.calc.progress import OperationCount, progress
+from microfactory.mes.calc.shifts import shift_windows
+from microfactory.mes.errors import Invalid
+from microfactory.mes.ingest import MAX_EVENT_WH, plausible
+from microfactory.mes.models import (
     Batch,
     Downtime,
     Machine,
@@ -33,8 +33,8 @@ from services.mes.models import (
     RunSegment,
     Scrap,
 )
-from services.mes.settings import MesSettings
-from services.mes.timeutil import from_ns, now, to_ns
+from microfactory.mes.settings import MesSettings
+from microfactory.mes.timeutil import from_ns, now, to_ns
 
 
 def batch_progress(session: Session, batch: Batch) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import json
 import secrets
 import time
 
-from services.mes.models import Role
+from microfactory.mes.models import Role
 
 _N, _R, _P = 2**14, 8, 1
 DEMO_PASSWORDS = {"operator": "operator", "manager": "manager", "admin": "admin"}

@@ -1,7 +1,7 @@
 """Built-in reference data and the demo workshop's data (products, orders, lots, users).
 
-The demo data matches the simulated workshop (``microfactory/demo_site.yaml``): the machine
-ids, kinds and ideal cycle times are those of :mod:`simulators.machines`. Everything here is
+The demo data matches the simulated workshop (``microfactory/cli/demo_site.yaml``): the machine
+ids, kinds and ideal cycle times are those of :mod:`microfactory.sim.machines`. Everything here is
 idempotent: seeding twice changes nothing.
 """
 
@@ -14,9 +14,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.mes import workflow
-from services.mes.errors import MesError
-from services.mes.models import (
+from microfactory.mes import workflow
+from microfactory.mes.errors import MesError
+from microfactory.mes.models import (
     Batch,
     BatchStatus,
     Consumption,
@@ -33,7 +33,7 @@ from services.mes.models import (
     RunStatus,
     User,
 )
-from services.mes.security import DEMO_PASSWORDS, hash_password
+from microfactory.mes.security import DEMO_PASSWORDS, hash_password
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class DemoMachine:
     ideal_cycle_time_s: float | None
 
 
-# ids and kinds as in microfactory/demo_site.yaml; cycle times as in simulators/machines.py
+# ids and kinds as in microfactory/cli/demo_site.yaml; cycle times as in simulators/machines.py
 DEMO_MACHINES: tuple[DemoMachine, ...] = (
     DemoMachine("mill-1", "cnc_mill", "CNC mill", 7500.0, 45.0),
     DemoMachine("laser-1", "laser_cutter", "Laser cutter", 12000.0, 20.0),

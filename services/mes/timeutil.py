@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.mes.calc.intervals import NS
+from microfactory.mes.calc.intervals import NS
 
 
 def from_ns(ts_ns: int) -> datetime:

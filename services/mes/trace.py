@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from microfactory import contract
-from services.mes import reports
-from services.mes.errors import NotFound
-from services.mes.models import (
+from microfactory.mes import reports
+from microfactory.mes.errors import NotFound
+from microfactory.mes.models import (
     Batch,
     Consumption,
     Downtime,
@@ -21,8 +21,8 @@ from services.mes.models import (
     Part,
     Scrap,
 )
-from services.mes.settings import MesSettings
-from services.mes.timeutil import now, to_ns
+from microfactory.mes.settings import MesSettings
+from microfactory.mes.timeutil import now, to_ns
 
 
 def _iso(ts: datetime | None) -> str | None:

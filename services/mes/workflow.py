@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.mes.errors import Conflict, Invalid, InvalidTransition, NotFound
-from services.mes.ingest import segment_at
-from services.mes.models import (
+from microfactory.mes.errors import Conflict, Invalid, InvalidTransition, NotFound
+from microfactory.mes.ingest import segment_at
+from microfactory.mes.models import (
     Batch,
     BatchStatus,
     Consumption,
@@ -31,7 +31,7 @@ from services.mes.models import (
     RunStatus,
     Scrap,
 )
-from services.mes.timeutil import now, to_ns
+from microfactory.mes.timeutil import now, to_ns
 
 CLOCK_SKEW = timedelta(minutes=5)
 

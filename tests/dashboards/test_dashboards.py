@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from microfactory.contract import MACHINE_STATES
-from simulators.truth import load_truth
+from microfactory.sim.truth import load_truth
 from tests.dashboards import grafana
 from tests.dashboards.grafana import Target
 from tests.dashboards.workshop_data import (

@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.config import parse_site_config
-from gateway.runtime import Gateway
 from microfactory import contract
-from microfactory.demo import demo_site_config
-from simulators.workshop import Workshop, WorkshopSettings
+from microfactory.cli.demo import demo_site_config
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.runtime import Gateway
+from microfactory.sim.workshop import Workshop, WorkshopSettings
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import gateway_quiet, wait_for
 

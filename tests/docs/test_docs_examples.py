@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.adapters import adapter_class
-from gateway.config import load_site_config, parse_site_config
-from gateway.runtime import Gateway
+from microfactory.gateway.adapters import adapter_class
+from microfactory.gateway.config import load_site_config, parse_site_config
+from microfactory.gateway.runtime import Gateway
 from tests.helpers.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

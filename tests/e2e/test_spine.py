@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import InfluxSettings, parse_site_config
-from gateway.runtime import Gateway
-from gateway.sinks.influx_v2 import InfluxV2Sink
-from microfactory.demo import demo_site_config
-from simulators.truth import GroundTruth, load_truth
-from simulators.workshop import Workshop, WorkshopSettings
+from microfactory.cli.demo import demo_site_config
+from microfactory.gateway.config import InfluxSettings, parse_site_config
+from microfactory.gateway.runtime import Gateway
+from microfactory.gateway.sinks.influx_v2 import InfluxV2Sink
+from microfactory.sim.truth import GroundTruth, load_truth
+from microfactory.sim.workshop import Workshop, WorkshopSettings
 from tests.helpers.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 from tests.helpers.waiting import gateway_quiet, wait_for
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_site_config
-from gateway.runtime import Gateway
-from gateway.sample import Sample
-from gateway.sinks.influx_v1 import InfluxV1Sink
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.runtime import Gateway
+from microfactory.gateway.sample import Sample
+from microfactory.gateway.sinks.influx_v1 import InfluxV1Sink
 from tests.faults.util import (
     SIGNAL,
     Publisher,
@@ -52,7 +52,7 @@ async def test_influxdb_outage_under_load_loses_nothing_and_keeps_order(
     data = site_dict(tmp_path, big_queue_mosquitto.url, prefix=prefix, batch_size=500)
     site = parse_site_config(data, "faults")
     assert site.influxdb is None
-    from gateway.config import InfluxSettings
+    from microfactory.gateway.config import InfluxSettings
 
     settings = InfluxSettings(api="v1", url=influxdb1.url, database="outage", batch_size=500)
     sink = OrderRecordingSink(settings, site.site)

@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.adapters.base import ConnectionState
-from gateway.adapters.mqtt.adapter import MqttAdapter
-from gateway.config import PipelineSettings, SiteConfig, parse_site_config
-from gateway.errors import PayloadError
-from gateway.normalise import Normaliser
-from gateway.runtime import Gateway
-from gateway.sample import RawSample
+from microfactory.gateway.adapters.base import ConnectionState
+from microfactory.gateway.adapters.mqtt.adapter import MqttAdapter
+from microfactory.gateway.config import PipelineSettings, SiteConfig, parse_site_config
+from microfactory.gateway.errors import PayloadError
+from microfactory.gateway.normalise import Normaliser
+from microfactory.gateway.runtime import Gateway
+from microfactory.gateway.sample import RawSample
 from tests.faults.util import ORIGIN_NS, Publisher, site_dict
 from tests.helpers.servers import Mosquitto
 from tests.helpers.waiting import wait_for

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_site_config
-from gateway.runtime import Gateway
-from gateway.status import fetch
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.runtime import Gateway
+from microfactory.gateway.status import fetch
 from tests.faults.overloaded import OverloadedInflux
 from tests.faults.util import Publisher, site_dict
 from tests.helpers.servers import InfluxDB1, Mosquitto

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.adapters.opcua.adapter import OpcUaAdapter
-from gateway.config import parse_site_config
-from gateway.runtime import Gateway
-from simulators.workshop import Workshop, WorkshopSettings
+from microfactory.gateway.adapters.opcua.adapter import OpcUaAdapter
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.runtime import Gateway
+from microfactory.sim.workshop import Workshop, WorkshopSettings
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.faults

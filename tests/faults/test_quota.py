@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_site_config
-from gateway.runtime import Gateway
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.runtime import Gateway
 from tests.faults.overloaded import OverloadedInflux
 from tests.faults.util import ORIGIN_NS, STEP_NS, Publisher, influx_stats, site_dict
 from tests.helpers.servers import InfluxDB1, Mosquitto

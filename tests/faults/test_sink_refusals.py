@@ -18,8 +18,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.config import parse_site_config
-from gateway.runtime import Gateway
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.runtime import Gateway
 from tests.faults.overloaded import OverloadedInflux, Refusal
 from tests.faults.util import ORIGIN_NS, Publisher, expected_stats, influx_stats, site_dict
 from tests.helpers.servers import InfluxDB1, Mosquitto

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import load_site_config, parse_site_config
-from gateway.errors import ConfigError
+from microfactory.gateway.config import load_site_config, parse_site_config
+from microfactory.gateway.errors import ConfigError
 
 BASE_YAML = """
 site: shop
@@ -250,7 +250,7 @@ def test_config_check_command(tmp_path: Path) -> None:
 
 
 def test_demo_config_is_valid(tmp_path: Path) -> None:
-    from microfactory.demo import demo_site_config
+    from microfactory.cli.demo import demo_site_config
 
     data = demo_site_config(
         "mqtt://127.0.0.1:1883",

@@ -8,10 +8,10 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import InfluxSettings
-from gateway.lineprotocol import encode
-from gateway.sample import Sample
-from gateway.sinks.influx_v1 import InfluxV1Sink
+from microfactory.gateway.config import InfluxSettings
+from microfactory.gateway.lineprotocol import encode
+from microfactory.gateway.sample import Sample
+from microfactory.gateway.sinks.influx_v1 import InfluxV1Sink
 from tests.helpers.servers import InfluxDB1
 
 # what shows up in programs, job names and operator-entered context

@@ -7,8 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gateway.config import parse_site_config
-from gateway.runtime import Gateway
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.runtime import Gateway
 
 
 def _site(tmp_path: Path) -> dict[str, object]:

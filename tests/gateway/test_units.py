@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from gateway.config import PipelineSettings
-from gateway.errors import PayloadError
-from gateway.normalise import Normaliser
-from gateway.sample import RawSample, Sample
-from gateway.units import UnitError, canonical_unit, converter
 from microfactory.contract import SIGNALS
+from microfactory.gateway.config import PipelineSettings
+from microfactory.gateway.errors import PayloadError
+from microfactory.gateway.normalise import Normaliser
+from microfactory.gateway.sample import RawSample, Sample
+from microfactory.gateway.units import UnitError, canonical_unit, converter
 
 NOW = 1_800_000_000_000_000_000
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from microfactory.ports import free_port
+from microfactory.cli.ports import free_port
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 RUN_AS = "postgres"

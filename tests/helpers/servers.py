@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
-from microfactory.ports import free_port
+from microfactory.cli.ports import free_port
 
 
 def wait_for_port(port: int, timeout_s: float = 15.0, host: str = "127.0.0.1") -> None:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from gateway.runtime import Gateway
+from microfactory.gateway.runtime import Gateway
 
 
 async def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from services.mes import db
-from services.mes.api.app import create_app
-from services.mes.seed import seed_demo
-from services.mes.settings import MesSettings
+from microfactory.mes import db
+from microfactory.mes.api.app import create_app
+from microfactory.mes.seed import seed_demo
+from microfactory.mes.settings import MesSettings
 from tests.helpers.postgres import PostgresServer, find_pg_bin
 
 

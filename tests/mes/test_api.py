@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from microfactory.contract import GapReported
-from services.mes.ingest import ingest_event
+from microfactory.mes.ingest import ingest_event
 from tests.mes.conftest import ADMIN, MANAGER, OPERATOR, MakeClient
 
 API = "/api/v1"

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from microfactory.cli import app
-from microfactory.ports import free_port
+from microfactory.cli.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

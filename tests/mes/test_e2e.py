@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import parse_site_config
-from gateway.runtime import Gateway
-from microfactory.demo import demo_site_config
-from microfactory.ports import free_port
-from services.demo import DemoMes, start_demo_mes
-from services.mes.timeutil import from_ns, to_ns
-from simulators.truth import STATES_FILE, GroundTruth, PartRecord, load_truth
-from simulators.workshop import Workshop, WorkshopSettings
+from microfactory.cli.demo import demo_site_config
+from microfactory.cli.ports import free_port
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.runtime import Gateway
+from microfactory.mes.demo import DemoMes, start_demo_mes
+from microfactory.mes.timeutil import from_ns, to_ns
+from microfactory.sim.truth import STATES_FILE, GroundTruth, PartRecord, load_truth
+from microfactory.sim.workshop import Workshop, WorkshopSettings
 from tests.helpers.servers import Mosquitto
 
 pytestmark = pytest.mark.e2e

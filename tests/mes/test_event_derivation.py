@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from gateway.events import EventDeriver, event_id
-from gateway.sample import Sample
 from microfactory.contract import GapReported, PartCompleted, StateChanged
+from microfactory.gateway.events import EventDeriver, event_id
+from microfactory.gateway.sample import Sample
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

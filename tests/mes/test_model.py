@@ -17,10 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from microfactory.contract import GapReported, PartCompleted, StateChanged
-from services.mes import db, trace, workflow
-from services.mes.errors import Conflict, Invalid, InvalidTransition
-from services.mes.ingest import ingest_event
-from services.mes.models import (
+from microfactory.mes import db, trace, workflow
+from microfactory.mes.errors import Conflict, Invalid, InvalidTransition
+from microfactory.mes.ingest import ingest_event
+from microfactory.mes.models import (
     Base,
     Batch,
     BatchStatus,
@@ -35,10 +35,10 @@ from services.mes.models import (
     Part,
     Scrap,
 )
-from services.mes.reports import batch_energy, order_energy, order_progress, product_energy
-from services.mes.seed import seed_demo
-from services.mes.settings import MesSettings
-from services.mes.timeutil import to_ns
+from microfactory.mes.reports import batch_energy, order_energy, order_progress, product_energy
+from microfactory.mes.seed import seed_demo
+from microfactory.mes.settings import MesSettings
+from microfactory.mes.timeutil import to_ns
 from tests.helpers.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration

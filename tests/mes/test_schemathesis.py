@@ -19,11 +19,11 @@ from schemathesis import Case
 from schemathesis.config import SchemathesisConfig
 from schemathesis.schemas import BaseSchema
 
-from services.mes import db
-from services.mes.api.app import create_app
-from services.mes.calc.intervals import NS
-from services.mes.seed import seed_demo, start_demo_batches
-from services.mes.settings import MesSettings
+from microfactory.mes import db
+from microfactory.mes.api.app import create_app
+from microfactory.mes.calc.intervals import NS
+from microfactory.mes.seed import seed_demo, start_demo_batches
+from microfactory.mes.settings import MesSettings
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.mes.calc.intervals import Interval
-from services.mes.calc.state_energy import (
+from microfactory.mes.calc.intervals import Interval
+from microfactory.mes.calc.state_energy import (
     StateChange,
     StateSpan,
     attribute,

@@ -13,12 +13,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.config import parse_site_config
-from gateway.mes_link import MesLink
-from gateway.sample import Sample
 from microfactory import contract
-from microfactory.ports import free_port
-from services.demo import DemoMes, start_demo_mes
+from microfactory.cli.ports import free_port
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.mes_link import MesLink
+from microfactory.gateway.sample import Sample
+from microfactory.mes.demo import DemoMes, start_demo_mes
 from tests.helpers.servers import Mosquitto
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from simulators.machines import ASSEMBLY, PRINTER
-from simulators.truth import GroundTruth, PartRecord, load_truth
-from simulators.workshop import Workshop
+from microfactory.sim.machines import ASSEMBLY, PRINTER
+from microfactory.sim.truth import GroundTruth, PartRecord, load_truth
+from microfactory.sim.workshop import Workshop
 
 from .util import S, by_machine_sorted, parts_until, run_for, settings, states_until
 

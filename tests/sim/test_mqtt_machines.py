@@ -15,10 +15,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulators.machines import ASSEMBLY, PRINTER
-from simulators.mqtt_machine import METER_QUANTITIES, parse_mqtt_url
-from simulators.truth import load_truth
-from simulators.workshop import Workshop
+from microfactory.sim.machines import ASSEMBLY, PRINTER
+from microfactory.sim.mqtt_machine import METER_QUANTITIES, parse_mqtt_url
+from microfactory.sim.truth import load_truth
+from microfactory.sim.workshop import Workshop
 from tests.helpers.servers import Mosquitto
 
 from .util import settings

@@ -11,10 +11,10 @@ from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.object_ids import ObjectIds
 
-from simulators.machines import LASER, MILL
-from simulators.opcua_machine import COMMON_VARIABLES, GAUGE_VARIABLES
-from simulators.truth import load_truth
-from simulators.workshop import Workshop
+from microfactory.sim.machines import LASER, MILL
+from microfactory.sim.opcua_machine import COMMON_VARIABLES, GAUGE_VARIABLES
+from microfactory.sim.truth import load_truth
+from microfactory.sim.workshop import Workshop
 
 from .util import T0, settings
 

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from simulators.truth import GroundTruth, PartRecord, StateRecord
-from simulators.workshop import Workshop, WorkshopSettings
+from microfactory.sim.truth import GroundTruth, PartRecord, StateRecord
+from microfactory.sim.workshop import Workshop, WorkshopSettings
 
 T0 = 1_780_000_000_000_000_000  # a whole-millisecond UTC origin, so runs can be compared
 S = 1_000_000_000

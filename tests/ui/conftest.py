@@ -19,16 +19,16 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from gateway.config import parse_site_config
-from gateway.runtime import Gateway
-from microfactory.demo import demo_site_config
-from microfactory.ports import free_port
-from services.mes import db
-from services.mes.api.app import create_app
-from services.mes.seed import seed_demo
-from services.mes.settings import MesSettings
-from services.server import RunningServer, serve_in_loop
-from simulators.workshop import Workshop, WorkshopSettings
+from microfactory.cli.demo import demo_site_config
+from microfactory.cli.ports import free_port
+from microfactory.gateway.config import parse_site_config
+from microfactory.gateway.runtime import Gateway
+from microfactory.mes import db
+from microfactory.mes.api.app import create_app
+from microfactory.mes.seed import seed_demo
+from microfactory.mes.server import RunningServer, serve_in_loop
+from microfactory.mes.settings import MesSettings
+from microfactory.sim.workshop import Workshop, WorkshopSettings
 from tests.helpers.servers import Mosquitto
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from services.mes import db
-from services.mes.api.app import create_app
-from services.mes.seed import seed_demo
-from services.mes.settings import MesSettings
-from services.mes.web.tiles import mean_power_w
+from microfactory.mes import db
+from microfactory.mes.api.app import create_app
+from microfactory.mes.seed import seed_demo
+from microfactory.mes.settings import MesSettings
+from microfactory.mes.web.tiles import mean_power_w
 
 OPERATOR = ("operator", "operator")
 ADMIN = ("admin", "admin")

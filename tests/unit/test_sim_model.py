@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from simulators.clock import SimClock
-from simulators.machines import ASSEMBLY, DEFAULT_MACHINES, LASER, MILL, PRINTER
-from simulators.model import (
+from microfactory.sim.clock import SimClock
+from microfactory.sim.machines import ASSEMBLY, DEFAULT_MACHINES, LASER, MILL, PRINTER
+from microfactory.sim.model import (
     ENERGY_UNITS_PER_WH,
     Event,
     MachineModel,
@@ -21,7 +21,12 @@ from simulators.model import (
     StateChanged,
     derive_seed,
 )
-from simulators.mqtt_machine import assembly_payload, iso_utc_us, meter_payloads, printer_payload
+from microfactory.sim.mqtt_machine import (
+    assembly_payload,
+    iso_utc_us,
+    meter_payloads,
+    printer_payload,
+)
 
 T0 = 1_780_000_000_000_000_000  # a whole-millisecond UTC instant
 S = 1_000_000_000

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import SpoolSettings
-from gateway.sample import Sample
-from gateway.spool import Spool, SpoolFull
+from microfactory.gateway.config import SpoolSettings
+from microfactory.gateway.sample import Sample
+from microfactory.gateway.spool import Spool, SpoolFull
 
 
 def _samples(start: int, n: int) -> list[Sample]:

@@ -17,14 +17,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.mes import db, seed
-from services.mes.api import deps
-from services.mes.api.routes import catalog, operations, orders, reports, system
-from services.mes.api.schemas import ERROR_RESPONSES
-from services.mes.context import ContextPublisher, NullPublisher
-from services.mes.errors import MesError
-from services.mes.models import AuditEntry
-from services.mes.settings import MesSettings
+from microfactory.mes import db, seed
+from microfactory.mes.api import deps
+from microfactory.mes.api.routes import catalog, operations, orders, reports, system
+from microfactory.mes.api.schemas import ERROR_RESPONSES
+from microfactory.mes.context import ContextPublisher, NullPublisher
+from microfactory.mes.errors import MesError
+from microfactory.mes.models import AuditEntry
+from microfactory.mes.settings import MesSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def create_app(
     )
     bridge = None
     if settings.mqtt_url and start_bridge and publisher is None:
-        from services.mes.bridge import MqttBridge
+        from microfactory.mes.bridge import MqttBridge
 
         bridge = MqttBridge(settings, sessions)
         runtime.publisher = bridge
@@ -91,7 +91,7 @@ def create_app(
     for module in (system, catalog, orders, operations, reports):
         api.include_router(module.router)
     app.include_router(api)
-    from services.mes.web import mount_web  # operator UI + live tiles (services/mes/web)
+    from microfactory.mes.web import mount_web  # operator UI + live tiles (services/mes/web)
 
     mount_web(app, api_prefix=API_PREFIX)
     _errors_are_json_in_schema(app)

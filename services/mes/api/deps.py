@@ -18,11 +18,11 @@ from fastapi.security import (
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.mes.context import ContextPublisher, machine_context
-from services.mes.errors import AuthError, Forbidden
-from services.mes.models import ConfigEntry, Role, User
-from services.mes.security import has_role, is_demo_password, read_token, verify_password
-from services.mes.settings import MesSettings
+from microfactory.mes.context import ContextPublisher, machine_context
+from microfactory.mes.errors import AuthError, Forbidden
+from microfactory.mes.models import ConfigEntry, Role, User
+from microfactory.mes.security import has_role, is_demo_password, read_token, verify_password
+from microfactory.mes.settings import MesSettings
 
 
 @dataclass

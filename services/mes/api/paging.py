@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from services.mes.api.schemas import Page
+from microfactory.mes.api.schemas import Page
 
 M = TypeVar("M", bound=BaseModel)
 

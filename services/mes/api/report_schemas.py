@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from services.mes.models import BatchStatus, OrderStatus, RunStatus
+from microfactory.mes.models import BatchStatus, OrderStatus, RunStatus
 
 IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from services.mes.models import BatchStatus, OrderStatus, ReasonKind, Role, RunStatus
+from microfactory.mes.models import BatchStatus, OrderStatus, ReasonKind, Role, RunStatus
 
 MAX_INT = 2**31 - 1
 Code = Annotated[

@@ -3,7 +3,7 @@
 A part's ``energy_wh`` is the energy counter between the previous completion on its machine
 and its own (the gateway's PartCompleted), so idle and setup between two parts is part of it.
 The machines' energy over the run windows by state (idle, setup, fault… shown on their own)
-comes from the state changes, in :mod:`services.mes.calc.state_energy`; without them, idle and
+comes from the state changes, in :mod:`microfactory.mes.calc.state_energy`; without them, idle and
 setup energy is reported as unknown rather than guessed.
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.mes.calc.intervals import Interval, merge, overlap_seconds, total_seconds
+from microfactory.mes.calc.intervals import Interval, merge, overlap_seconds, total_seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
-from services.mes.calc.intervals import NS, Interval
+from microfactory.mes.calc.intervals import NS, Interval
 
 K = TypeVar("K", bound=Hashable)
 

@@ -1,11 +1,11 @@
-"""Alembic environment: the engine is handed in by :func:`services.mes.db.migrate`."""
+"""Alembic environment: the engine is handed in by :func:`microfactory.mes.db.migrate`."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Engine, create_engine
 
-from services.mes.models import Base
+from microfactory.mes.models import Base
 
 config = context.config
 engine = config.attributes.get("engine")

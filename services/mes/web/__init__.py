@@ -13,8 +13,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.mes.web.live import LiveHub
-from services.mes.web.live import router as live_router
+from microfactory.mes.web.live import LiveHub
+from microfactory.mes.web.live import router as live_router
 
 STATIC_DIR = Path(__file__).parent / "static"
 UI_PATH = "/ui"

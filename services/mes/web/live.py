@@ -23,8 +23,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.mes.api.deps import CurrentUser, SessionDep
-from services.mes.web.tiles import machine_tiles
+from microfactory.mes.api.deps import CurrentUser, SessionDep
+from microfactory.mes.web.tiles import machine_tiles
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.mes.models import Downtime, Machine, OperationRun, Part, RunStatus, Scrap
+from microfactory.mes.models import Downtime, Machine, OperationRun, Part, RunStatus, Scrap
 
 ACTIVE = (RunStatus.running, RunStatus.paused)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy import select
 
-from services.mes.api.deps import (
+from microfactory.mes.api.deps import (
     Admin,
     CurrentUser,
     Limit,
@@ -16,8 +16,8 @@ from services.mes.api.deps import (
     SessionDep,
     audit_note,
 )
-from services.mes.api.paging import paginate
-from services.mes.api.schemas import (
+from microfactory.mes.api.paging import paginate
+from microfactory.mes.api.schemas import (
     MAX_INT,
     MachineCreate,
     MachinePublic,
@@ -34,8 +34,8 @@ from services.mes.api.schemas import (
     ReasonCodePublic,
     RoutingUpdate,
 )
-from services.mes.errors import Conflict, Invalid, NotFound
-from services.mes.models import (
+from microfactory.mes.errors import Conflict, Invalid, NotFound
+from microfactory.mes.models import (
     Machine,
     MachineStateRecord,
     MaterialLot,
@@ -46,8 +46,8 @@ from services.mes.models import (
     ReasonCode,
     ReasonKind,
 )
-from services.mes.timeutil import now
-from services.mes.workflow import get_machine, lot_remaining
+from microfactory.mes.timeutil import now
+from microfactory.mes.workflow import get_machine, lot_remaining
 
 router = APIRouter()
 

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy import select
 
-from services.mes import workflow
-from services.mes.api.deps import (
+from microfactory.mes import workflow
+from microfactory.mes.api.deps import (
     CurrentUser,
     Limit,
     Offset,
@@ -17,8 +17,8 @@ from services.mes.api.deps import (
     SessionDep,
     audit_note,
 )
-from services.mes.api.paging import paginate
-from services.mes.api.schemas import (
+from microfactory.mes.api.paging import paginate
+from microfactory.mes.api.schemas import (
     MAX_INT,
     At,
     DowntimeCreate,
@@ -32,8 +32,8 @@ from services.mes.api.schemas import (
     ScrapIn,
     ScrapPublic,
 )
-from services.mes.errors import NotFound
-from services.mes.models import Downtime, OperationRun, Part, RunStatus, Scrap
+from microfactory.mes.errors import NotFound
+from microfactory.mes.models import Downtime, OperationRun, Part, RunStatus, Scrap
 
 router = APIRouter()
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.mes import workflow
-from services.mes.api.deps import (
+from microfactory.mes import workflow
+from microfactory.mes.api.deps import (
     CurrentUser,
     Limit,
     Manager,
@@ -19,8 +19,8 @@ from services.mes.api.deps import (
     SessionDep,
     audit_note,
 )
-from services.mes.api.paging import paginate
-from services.mes.api.schemas import (
+from microfactory.mes.api.paging import paginate
+from microfactory.mes.api.schemas import (
     MAX_INT,
     BatchCreate,
     BatchPublic,
@@ -33,8 +33,8 @@ from services.mes.api.schemas import (
     RunPublic,
     RunStart,
 )
-from services.mes.errors import Conflict, Invalid, InvalidTransition, NotFound
-from services.mes.models import (
+from microfactory.mes.errors import Conflict, Invalid, InvalidTransition, NotFound
+from microfactory.mes.models import (
     Batch,
     BatchStatus,
     Consumption,

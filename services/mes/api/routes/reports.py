@@ -8,13 +8,19 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 
-from services.mes import reports, trace, workflow
-from services.mes.api import report_schemas as out
-from services.mes.api.deps import CurrentUser, Manager, RuntimeDep, SessionDep, effective_settings
-from services.mes.api.schemas import MAX_INT, Instant
-from services.mes.errors import Invalid, NotFound
-from services.mes.models import Part, Product
-from services.mes.timeutil import now
+from microfactory.mes import reports, trace, workflow
+from microfactory.mes.api import report_schemas as out
+from microfactory.mes.api.deps import (
+    CurrentUser,
+    Manager,
+    RuntimeDep,
+    SessionDep,
+    effective_settings,
+)
+from microfactory.mes.api.schemas import MAX_INT, Instant
+from microfactory.mes.errors import Invalid, NotFound
+from microfactory.mes.models import Part, Product
+from microfactory.mes.timeutil import now
 
 router = APIRouter()
 

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from microfactory.contract import MachineEvent
-from services.mes.api.deps import (
+from microfactory.mes.api.deps import (
     Admin,
     CurrentUser,
     Limit,
@@ -22,8 +22,8 @@ from services.mes.api.deps import (
     authenticate,
     effective_settings,
 )
-from services.mes.api.paging import paginate
-from services.mes.api.schemas import (
+from microfactory.mes.api.paging import paginate
+from microfactory.mes.api.schemas import (
     MAX_INT,
     AuditPublic,
     ConfigPublic,
@@ -39,10 +39,10 @@ from services.mes.api.schemas import (
     UserPublic,
     UserUpdate,
 )
-from services.mes.errors import Conflict, Invalid, MesError, NotFound
-from services.mes.ingest import ingest_event
-from services.mes.models import AuditEntry, ConfigEntry, EventRecord, Gap, Role, User
-from services.mes.security import (
+from microfactory.mes.errors import Conflict, Invalid, MesError, NotFound
+from microfactory.mes.ingest import ingest_event
+from microfactory.mes.models import AuditEntry, ConfigEntry, EventRecord, Gap, Role, User
+from microfactory.mes.security import (
     MIN_PASSWORD_LENGTH,
     hash_password,
     is_demo_password,

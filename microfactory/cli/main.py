@@ -38,8 +38,8 @@ LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="site config YAML")]) -> None:
     """Validate a site config (with environment overrides applied) without connecting."""
-    from gateway.config import load_site_config
-    from gateway.errors import ConfigError
+    from microfactory.gateway.config import load_site_config
+    from microfactory.gateway.errors import ConfigError
 
     try:
         site = load_site_config(file)
@@ -64,9 +64,9 @@ def gateway(
     log_level: LogLevel = "info",
 ) -> None:
     """Run the gateway until SIGTERM or Ctrl-C."""
-    from gateway.config import load_site_config
-    from gateway.errors import ConfigError
-    from gateway.runtime import Gateway
+    from microfactory.gateway.config import load_site_config
+    from microfactory.gateway.errors import ConfigError
+    from microfactory.gateway.runtime import Gateway
 
     setup_logging(log_level)
     try:
@@ -100,12 +100,12 @@ def status(
     """Show a running gateway's counters: pipeline, sinks (depth, drops), adapters."""
     from rich.console import Console
 
-    from gateway.status import fetch, render
+    from microfactory.gateway.status import fetch, render
 
     if url is None:
         if config is None:
             raise typer.BadParameter("give --url or --config")
-        from gateway.config import load_site_config
+        from microfactory.gateway.config import load_site_config
 
         health = load_site_config(config).health
         url = f"http://{health.host}:{health.port}/metrics"
@@ -163,13 +163,13 @@ def demo(
 
 def _mount_optional() -> None:
     try:
-        from simulators.cli import app as sim_app
+        from microfactory.sim.cli import app as sim_app
     except ImportError:  # pragma: no cover - part of the same distribution
         pass
     else:
         app.add_typer(sim_app, name="sim", help="Run the simulated workshop.")
     try:
-        from services.cli import app as mes_app
+        from microfactory.mes.cli import app as mes_app
     except ImportError:
         pass
     else:
@@ -177,6 +177,3 @@ def _mount_optional() -> None:
 
 
 _mount_optional()
-
-if __name__ == "__main__":
-    app()

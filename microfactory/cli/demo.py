@@ -27,9 +27,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from gateway.config import SiteConfig, parse_site_config
-from gateway.errors import ConfigError
-from gateway.runtime import Gateway
+from microfactory.gateway.config import SiteConfig, parse_site_config
+from microfactory.gateway.errors import ConfigError
+from microfactory.gateway.runtime import Gateway
 
 from .embedded_broker import EmbeddedBroker
 from .ports import free_port, port_is_free
@@ -57,7 +57,7 @@ class DemoOptions:
 
 
 def demo_site_config(mqtt_url: str, endpoints: dict[str, str], data_dir: Path) -> dict[str, Any]:
-    template = string.Template(files("microfactory").joinpath("demo_site.yaml").read_text())
+    template = string.Template(files("microfactory.cli").joinpath("demo_site.yaml").read_text())
     text = template.substitute(
         MQTT_URL=mqtt_url,
         MILL_ENDPOINT=endpoints["mill-1"],
@@ -131,7 +131,7 @@ def _view(gw: Gateway, rate: float, started: float) -> Table:
 
 
 async def run_demo(options: DemoOptions) -> int:
-    from simulators.workshop import Workshop, WorkshopSettings
+    from microfactory.sim.workshop import Workshop, WorkshopSettings
 
     console = Console()
     stop = asyncio.Event()
@@ -222,14 +222,14 @@ async def _start_mes(
 ) -> Any:
     """Start the MES in-process when it is installed; print its base URL on a line of its own."""
     try:
-        from services.demo import start_demo_mes
+        from microfactory.mes.demo import start_demo_mes
     except ImportError:
         return None
     port = options.mes_port if options.mes_port and port_is_free(options.mes_port) else free_port()
     mes = await start_demo_mes(
         host="127.0.0.1", port=port, mqtt_url=mqtt_url, site=site.site, data_dir=data_dir
     )
-    print(f"http://127.0.0.1:{port}", flush=True)  # noqa: T201 - a line of its own, for scripts
+    print(f"http://127.0.0.1:{port}", flush=True)
     console.print(
         f"Operator UI: http://127.0.0.1:{port}/ — log in as operator/operator or manager/manager"
         f"\nMES API: http://127.0.0.1:{port}/api/v1 (also admin/admin; schema at /openapi.json)"

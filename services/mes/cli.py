@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from services.mes.settings import MesSettings
+    from microfactory.mes.settings import MesSettings
 
 app = typer.Typer(help="The MES-lite: orders, batches, traceability, energy per part.")
 
@@ -26,7 +26,7 @@ DbUrl = Annotated[
 
 def _settings(**overrides: object) -> MesSettings:
     """Settings from the environment, with the options given on the command line on top."""
-    from services.mes.settings import MesSettings
+    from microfactory.mes.settings import MesSettings
 
     values = {k: v for k, v in overrides.items() if v is not None}
     return MesSettings.model_validate(values)
@@ -56,11 +56,11 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Serve the MES API (``/api/v1``, schema at ``/openapi.json``) until Ctrl-C or SIGTERM."""
-    from services.mes import db
-    from services.mes.api.app import create_app
-    from services.mes.api.deps import Runtime
-    from services.mes.seed import seed_demo, start_demo_batches
-    from services.server import serve_in_loop
+    from microfactory.mes import db
+    from microfactory.mes.api.app import create_app
+    from microfactory.mes.api.deps import Runtime
+    from microfactory.mes.seed import seed_demo, start_demo_batches
+    from microfactory.mes.server import serve_in_loop
 
     _logging(log_level)
     settings = _settings(
@@ -97,8 +97,8 @@ def seed(
     ] = True,
 ) -> None:
     """Load the demo workshop's data (idempotent): machines, products, orders, lots, users."""
-    from services.mes import db
-    from services.mes.seed import seed_demo, start_demo_batches
+    from microfactory.mes import db
+    from microfactory.mes.seed import seed_demo, start_demo_batches
 
     settings = _settings(db_url=db_url)
     engine = db.make_engine(settings.db_url)
@@ -125,10 +125,10 @@ def create_user(
     """Create a user (e.g. the first admin of a real installation)."""
     from sqlalchemy import select
 
-    from services.mes import db
-    from services.mes.models import Role, User
-    from services.mes.security import MIN_PASSWORD_LENGTH, is_demo_password
-    from services.mes.seed import ensure_user
+    from microfactory.mes import db
+    from microfactory.mes.models import Role, User
+    from microfactory.mes.security import MIN_PASSWORD_LENGTH, is_demo_password
+    from microfactory.mes.seed import ensure_user
 
     try:
         role_ = Role(role)
@@ -163,7 +163,7 @@ def schemas(
     """Write the wire contract's JSON Schemas (context, events) into the integrator docs."""
     from pathlib import Path
 
-    from services.mes import wire_docs
+    from microfactory.mes import wire_docs
 
     path = Path(doc)
     if check:

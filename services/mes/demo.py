@@ -10,12 +10,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.mes import db
-from services.mes.api.app import create_app
-from services.mes.api.deps import Runtime
-from services.mes.seed import seed_demo, start_demo_batches
-from services.mes.settings import MesSettings
-from services.server import RunningServer, serve_in_loop
+from microfactory.mes import db
+from microfactory.mes.api.app import create_app
+from microfactory.mes.api.deps import Runtime
+from microfactory.mes.seed import seed_demo, start_demo_batches
+from microfactory.mes.server import RunningServer, serve_in_loop
+from microfactory.mes.settings import MesSettings
 
 log = logging.getLogger(__name__)
 

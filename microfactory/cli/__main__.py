@@ -1,0 +1,5 @@
+"""``python -m microfactory.cli``: the same command as the ``microfactory`` console script."""
+
+from .main import app
+
+app()

@@ -1,1 +1,0 @@
-"""Services that run beside the gateway; today the MES-lite in :mod:`services.mes`."""
