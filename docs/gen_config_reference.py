@@ -35,6 +35,7 @@ from microfactory import contract  # noqa: E402
 from microfactory.gateway import config as gc  # noqa: E402
 from microfactory.gateway.adapters.mqtt import config as mq  # noqa: E402
 from microfactory.gateway.adapters.opcua import config as ua  # noqa: E402
+from microfactory.mqtt.settings import MqttSettings  # noqa: E402
 
 # The meaning of a field, by "Model.field", where the model's own description is not enough.
 MEANINGS: dict[str, str] = {
@@ -361,7 +362,7 @@ def blocks() -> dict[Path, dict[str, str]]:
         site: {
             "site": field_table(gc.SiteConfig),
             "machines": field_table(gc.MachineConfig),
-            "mqtt": field_table(gc.MqttSettings),
+            "mqtt": field_table(MqttSettings),
             "influxdb": field_table(gc.InfluxSettings),
             "local_history": field_table(gc.LocalHistorySettings),
             "spool": field_table(gc.SpoolSettings),

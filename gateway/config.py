@@ -8,9 +8,10 @@ Every error names the file, the field path, the value and what was expected.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
 import yaml
@@ -18,7 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic import create_model as _create_model
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from microfactory.mqtt.settings import MqttSettings
+
+from .adapters import config_models
+from .adapters.base import AdapterConfigBase
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "MICROFACTORY_"
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -26,25 +33,6 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def check_mqtt_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts", "tcp") or not parts.hostname:
-        raise ValueError(f"expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
-    return url
-
-
-class MqttSettings(_Section):
-    """The broker the MQTT adapters and the MES events share unless an adapter names its own."""
-
-    url: str = "mqtt://127.0.0.1:1883"
-    client_id: str = "microfactory-gateway"
-    username: str | None = None
-    password: str | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-
-    _check_url = field_validator("url")(classmethod(lambda cls, v: check_mqtt_url(v)))
 
 
 class InfluxSettings(_Section):
@@ -97,7 +85,21 @@ class SpoolSettings(_Section):
     max_age_s: float = Field(default=7 * 86400.0, gt=0)
     overflow: Literal["drop_oldest", "stop_accepting"] = "drop_oldest"
     durability: Literal["full", "normal"] = "full"
-    commit_interval_ms: int = Field(default=50, ge=1, le=5000)
+    commit_interval_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=5000,
+        deprecated="has no effect: the pipeline commits what has arrived as soon as the "
+        "previous commit is on disk",
+        exclude=True,
+    )
+
+    @field_validator("commit_interval_ms")
+    @classmethod
+    def _placebo(cls, v: int | None) -> int | None:
+        if v is not None:
+            log.warning("spool.commit_interval_ms has no effect and is ignored; remove it")
+        return v
 
 
 class PipelineSettings(_Section):
@@ -150,23 +152,10 @@ class MachineConfig(_Section):
         return v
 
 
-class AdapterConfigBase(_Section):
-    """What every adapter config shares; each adapter adds its own fields and a ``type``."""
-
-    type: str
-    name: str
-
-    def machines_referenced(self) -> set[str]:
-        """Machine ids this adapter produces samples for (checked against ``machines``)."""
-        return set()
-
-
 class SiteConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
     )
-    adapter_union: ClassVar[Any] = None
-
     site: str = "workshop"
     machines: list[MachineConfig] = Field(min_length=1)
     adapters: list[AdapterConfigBase] = Field(default_factory=list)
@@ -216,8 +205,7 @@ class SiteConfig(BaseSettings):
                 )
         if self.mes_link is not None and self.mqtt is None:
             self.mqtt = MqttSettings()
-        if any(a.type == "mqtt" for a in self.adapters) and self.mqtt is None:
-            self.mqtt = MqttSettings()
+        self.adapters = [a.with_site_defaults(self) for a in self.adapters]
         return self
 
     @property
@@ -229,9 +217,7 @@ class SiteConfig(BaseSettings):
 
 def _site_model() -> type[SiteConfig]:
     """SiteConfig whose ``adapters`` is the union of every registered adapter's config."""
-    from .adapters import registry
-
-    models = tuple(registry().values())
+    models = tuple(config_models().values())
     union = Annotated[Union[models], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
     model: type[SiteConfig] = _create_model(
         "SiteConfig", __base__=SiteConfig, adapters=(list[union], Field(default_factory=list))
@@ -267,9 +253,7 @@ def _message(e: Any) -> str:
 
 
 def format_errors(err: ValidationError) -> list[str]:
-    from .adapters import registry
-
-    adapter_types = set(registry())
+    adapter_types = set(config_models())
     problems = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])

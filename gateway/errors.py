@@ -33,3 +33,7 @@ class SinkError(GatewayError):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+
+
+class PluginError(GatewayError):
+    """An adapter or sink plugin cannot be used: not importable, wrong kind, missing library."""

@@ -6,21 +6,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .adapters import adapter_class
-from .adapters.base import Adapter
+from .adapters import load_adapter
+from .adapters.base import Adapter, AdapterContext
 from .config import SiteConfig
 from .delivery import Delivery
 from .health import Health
 from .metrics import MetricsServer
 from .pipeline import Pipeline
 from .sample import Sample
-from .sinks import Sink, build_sinks
+from .sinks import ContextSource, Sink, build_sinks
 from .spool import Spool
-
-if TYPE_CHECKING:
-    from .mes_link import MesLink
 
 log = logging.getLogger(__name__)
 HEARTBEAT_NS = 2_000_000_000  # how often the spool learns that the gateway is alive
@@ -33,12 +30,6 @@ class Gateway:
         self.site = site
         self.health = Health()
         self.sinks: list[Sink] = build_sinks(site) + list(extra_sinks or [])
-        self.mes_link: MesLink | None = None
-        if site.mes_link is not None:  # context from the MES in, machine events out
-            from .mes_link import MesLink
-
-            self.mes_link = MesLink(site)
-            self.sinks.append(self.mes_link)
         self.spool = Spool(site.spool, [s.name for s in self.sinks])
         self.adapters: list[Adapter] = []
         self.deliveries: list[Delivery] = []
@@ -52,13 +43,12 @@ class Gateway:
         await self.spool.open()
         for sink in self.sinks:
             await sink.open()
-            ensure = getattr(sink, "ensure_database", None)
-            if ensure is not None:
-                await ensure()
+            await sink.ensure_database()
         self.deliveries = [Delivery(s, self.spool, self.health) for s in self.sinks]
         self.pipeline = Pipeline(self.site, self.spool, self.health, self._spooled)
-        if self.mes_link is not None:
-            self.pipeline.context = self.mes_link.context
+        for sink in self.sinks:
+            if isinstance(sink, ContextSource):  # the MES link: context from the MES in
+                self.pipeline.context = sink.context
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
         for d in self.deliveries:
             self._tasks.append(asyncio.create_task(d.run(), name=f"sink:{d.sink.name}"))
@@ -73,8 +63,16 @@ class Gateway:
             self.metrics.start()
         await self._report_own_downtime(self.pipeline)
         self._heartbeat = asyncio.create_task(self._heartbeats(), name="heartbeat")
+        machines = frozenset(m.id for m in self.site.machines)
         for cfg in self.site.adapters:
-            adapter = adapter_class(cfg.type)(cfg, site=self.site, emitter=self.pipeline)
+            context = AdapterContext(
+                site=self.site.site,
+                machines=machines,
+                emitter=self.pipeline,
+                logger=logging.getLogger(f"microfactory.gateway.adapters.{cfg.type}.{cfg.name}"),
+                state_dir=self.site.spool.path.parent / "adapters" / cfg.name,
+            )
+            adapter = load_adapter(cfg.type)(cfg, context)
             self.adapters.append(adapter)
             await adapter.start()
         self._started = True
@@ -85,6 +83,10 @@ class Gateway:
             len(self.adapters),
             ", ".join(s.name for s in self.sinks) or "none",
         )
+
+    def sink(self, name: str) -> Sink | None:
+        """The sink reading the spool under ``name`` (e.g. ``mes_events``), if configured."""
+        return next((s for s in self.sinks if s.name == name), None)
 
     async def _report_own_downtime(self, pipeline: Pipeline) -> None:
         """A gap on every machine for the time this gateway (on this spool) was not running.

@@ -17,14 +17,13 @@ import json
 import logging
 import math
 import time
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from microfactory.gateway.adapters.base import Emitter
-from microfactory.gateway.config import AdapterConfigBase, SiteConfig
+from microfactory.gateway.adapters.base import AdapterConfigBase, AdapterContext, AdapterPlugin
 from microfactory.gateway.errors import PayloadError
 from microfactory.gateway.sample import RawSample
 from microfactory.gateway.units import check_unit
@@ -135,14 +134,10 @@ def decode(config: HttpJsonAdapterConfig, body: bytes, received_ns: int) -> list
 class HttpJsonAdapter:
     """Polls one URL; many instances may run at once, so all state lives on the instance."""
 
-    config_model: ClassVar[type[HttpJsonAdapterConfig]] = HttpJsonAdapterConfig
-
-    def __init__(
-        self, config: HttpJsonAdapterConfig, *, site: SiteConfig, emitter: Emitter
-    ) -> None:
+    def __init__(self, config: HttpJsonAdapterConfig, context: AdapterContext) -> None:
         # No I/O here: the gateway builds every adapter before any of them connects.
         self.config = config
-        self._emitter = emitter
+        self._emitter = context.emitter
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.polls = 0
@@ -233,3 +228,6 @@ class HttpJsonAdapter:
         else:
             self._emitter.submit(samples, ack)
         await done.wait()  # stop() bounds this wait: it cancels the task after its timeout
+
+
+plugin = AdapterPlugin(config_model=HttpJsonAdapterConfig, load=lambda: HttpJsonAdapter)

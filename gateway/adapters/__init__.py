@@ -1,58 +1,71 @@
 """Adapters turn a machine's native data into canonical samples.
 
 Built-in and third-party adapters register the same way: an entry point in the
-``microfactory.adapters`` group naming a class that meets :class:`Adapter`. The gateway core
-never names a protocol.
+``microfactory.adapters`` group naming an :class:`AdapterPlugin`. The gateway core never
+names a protocol, and validating a site config imports no protocol library.
 """
 
 from __future__ import annotations
 
 import functools
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any, cast
 
-from .base import Adapter, AdapterFactory, Emitter
+from ..errors import PluginError
+from ..plugins import check_requirements, discover
+from .base import (
+    API_VERSION,
+    Adapter,
+    AdapterConfigBase,
+    AdapterContext,
+    AdapterFactory,
+    AdapterPlugin,
+    Emitter,
+)
 
 ENTRY_POINT_GROUP = "microfactory.adapters"
-# Built-ins name their config model apart from the class: validating a site config must not
-# import protocol libraries (asyncua alone is ~25 MB of RSS) that the site does not use.
-_BUILTIN = {
-    "opcua": (
-        "microfactory.gateway.adapters.opcua.config:OpcUaAdapterConfig",
-        "microfactory.gateway.adapters.opcua.adapter:OpcUaAdapter",
-    ),
-    "mqtt": (
-        "microfactory.gateway.adapters.mqtt.config:MqttAdapterConfig",
-        "microfactory.gateway.adapters.mqtt.adapter:MqttAdapter",
-    ),
-}
 
-__all__ = ["Adapter", "AdapterFactory", "Emitter", "adapter_class", "registry"]
-
-
-def _load(target: str) -> Any:
-    import importlib
-
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def _third_party() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _BUILTIN}
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Adapter",
+    "AdapterConfigBase",
+    "AdapterContext",
+    "AdapterFactory",
+    "AdapterPlugin",
+    "Emitter",
+    "adapter_plugins",
+    "config_models",
+    "load_adapter",
+]
 
 
 @functools.cache
-def adapter_class(kind: str) -> AdapterFactory:
-    """The adapter class of one ``type``, imported on first use."""
-    if kind in _BUILTIN:
-        cls: AdapterFactory = _load(_BUILTIN[kind][1])
-        return cls
-    return cast(AdapterFactory, _third_party()[kind].load())
+def adapter_plugins() -> dict[str, AdapterPlugin[AdapterConfigBase]]:
+    """Every installed adapter plugin by ``type`` (cached; ``cache_clear`` after installs)."""
+    plugins: dict[str, AdapterPlugin[AdapterConfigBase]] = discover(
+        ENTRY_POINT_GROUP,
+        AdapterPlugin,
+    )
+    for kind, plugin in plugins.items():
+        if plugin.api_version != API_VERSION:
+            raise PluginError(
+                f"adapter {kind!r} was written for adapter API {plugin.api_version}, "
+                f"this gateway speaks {API_VERSION}"
+            )
+        declared = plugin.config_model.model_fields["type"].default
+        if declared != kind:
+            raise PluginError(
+                f"adapter entry point {kind!r}: its config model "
+                f"{plugin.config_model.__name__} declares type {declared!r}"
+            )
+    return plugins
 
 
-def registry() -> dict[str, type]:
+def config_models() -> dict[str, type[AdapterConfigBase]]:
     """Config models by adapter ``type``, for the site config's discriminated union."""
-    models: dict[str, type] = {kind: _load(targets[0]) for kind, targets in _BUILTIN.items()}
-    for kind in _third_party():
-        models[kind] = getattr(adapter_class(kind), "config_model")  # noqa: B009
-    return models
+    return {kind: plugin.config_model for kind, plugin in adapter_plugins().items()}
+
+
+def load_adapter(kind: str) -> AdapterFactory[AdapterConfigBase]:
+    """The factory of one adapter ``type``: its code (and protocol library) imported now."""
+    plugin = adapter_plugins()[kind]
+    check_requirements(f"adapter type {kind!r}", plugin.requirements, plugin.install_hint)
+    return plugin.load()

@@ -12,10 +12,15 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import LocalHistorySettings
 from ..lineprotocol import encode
 from ..sample import Sample
+from .base import SinkContext, SinkFactory, SinkPlugin
+
+if TYPE_CHECKING:
+    from ..config import SiteConfig
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS telemetry (
@@ -34,10 +39,9 @@ CREATE TABLE IF NOT EXISTS telemetry (
 
 
 class LocalHistorySink:
-    def __init__(
-        self, settings: LocalHistorySettings, site: str, name: str = "local_history"
-    ) -> None:
-        self.name = name
+    def __init__(self, settings: LocalHistorySettings, context: SinkContext) -> None:
+        self.name = "local_history"
+        site = context.site
         self.batch_size = 5000
         self._settings = settings
         self._site = site
@@ -55,6 +59,9 @@ class LocalHistorySink:
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
         self._db = db
+
+    async def ensure_database(self) -> None:
+        """Nothing more to create: :meth:`open` made the file and its table."""
 
     async def close(self) -> None:
         if self._db is not None:
@@ -92,3 +99,14 @@ class LocalHistorySink:
             self._last_prune = now
             cutoff = int((now - self._settings.retention_days * 86400) * 1e9)
             db.execute("DELETE FROM telemetry WHERE ts_ns < ?", (cutoff,))
+
+
+def _select(site: SiteConfig) -> LocalHistorySettings | None:
+    return site.local_history if site.history_enabled else None
+
+
+def _load() -> SinkFactory[LocalHistorySettings]:
+    return LocalHistorySink
+
+
+plugin: SinkPlugin[LocalHistorySettings] = SinkPlugin(select=_select, load=_load)

@@ -22,6 +22,7 @@ from microfactory import contract
 from microfactory.cli.demo import demo_site_config
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
+from microfactory.gateway.sinks import ContextSource
 from microfactory.sim.workshop import Workshop, WorkshopSettings
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import gateway_quiet, wait_for
@@ -118,8 +119,8 @@ async def run_workshop(tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1
             30,
             "every adapter connected",
         )
-        link = gw.mes_link
-        assert link is not None, "the demo site config has the MES link on"
+        link = gw.sink("mes_events")
+        assert isinstance(link, ContextSource), "the demo site config has the MES link on"
         await wait_for(lambda: len(link.context) == len(FIRST_CONTEXT), 10, "batch contexts")
         await asyncio.sleep(0.5)  # let the broker settle the MQTT subscriptions
         await workshop.resume()

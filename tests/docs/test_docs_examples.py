@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from microfactory.gateway.adapters import adapter_class
+from microfactory.gateway.adapters import adapter_plugins
 from microfactory.gateway.config import load_site_config, parse_site_config
 from microfactory.gateway.runtime import Gateway
 from tests.helpers.waiting import wait_for
@@ -45,16 +45,16 @@ def example_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
         "Metadata-Version: 2.1\nName: microfactory-docs-example\nVersion: 0.0.0\n"
     )
     (info / "entry_points.txt").write_text(
-        "[microfactory.adapters]\nhttp_json = example_adapter:HttpJsonAdapter\n"
+        "[microfactory.adapters]\nhttp_json = example_adapter:plugin\n"
     )
     monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.syspath_prepend(str(site))
     for name in list(os.environ):
         if name.upper().startswith("MICROFACTORY_"):
             monkeypatch.delenv(name)  # the examples must hold on their own
-    adapter_class.cache_clear()
+    adapter_plugins.cache_clear()
     yield
-    adapter_class.cache_clear()
+    adapter_plugins.cache_clear()
     sys.modules.pop("example_adapter", None)
 
 

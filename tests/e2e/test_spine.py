@@ -10,6 +10,7 @@ the machine's value.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ import pytest
 from microfactory.cli.demo import demo_site_config
 from microfactory.gateway.config import InfluxSettings, parse_site_config
 from microfactory.gateway.runtime import Gateway
-from microfactory.gateway.sinks.influx_v2 import InfluxV2Sink
+from microfactory.gateway.sinks import SinkContext
+from microfactory.gateway.sinks.influxdb.v2 import InfluxV2Sink
 from microfactory.sim.truth import GroundTruth, load_truth
 from microfactory.sim.workshop import Workshop, WorkshopSettings
 from tests.helpers.servers import InfluxDB1, Mosquitto, VictoriaMetrics
@@ -57,7 +59,7 @@ async def _run_workshop_through_gateway(
     site = parse_site_config(data, "e2e site")
     vm_sink = InfluxV2Sink(
         InfluxSettings(api="v2", url=vm.url, org="microfactory", bucket="spine", token="t"),
-        site.site,
+        SinkContext(site.site, tmp_path, logging.getLogger("test")),
         name="victoriametrics",
     )
     gw = Gateway(site, extra_sinks=[vm_sink])

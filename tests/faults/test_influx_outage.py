@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
 from microfactory.gateway.sample import Sample
-from microfactory.gateway.sinks.influx_v1 import InfluxV1Sink
+from microfactory.gateway.sinks import SinkContext
+from microfactory.gateway.sinks.influxdb.v1 import InfluxV1Sink
 from tests.faults.util import (
     SIGNAL,
     Publisher,
@@ -55,7 +57,7 @@ async def test_influxdb_outage_under_load_loses_nothing_and_keeps_order(
     from microfactory.gateway.config import InfluxSettings
 
     settings = InfluxSettings(api="v1", url=influxdb1.url, database="outage", batch_size=500)
-    sink = OrderRecordingSink(settings, site.site)
+    sink = OrderRecordingSink(settings, SinkContext(site.site, tmp_path, logging.getLogger("test")))
     gw = Gateway(site, extra_sinks=[sink])
     await gw.start()
     pub = publisher_factory(big_queue_mosquitto.url, prefix)

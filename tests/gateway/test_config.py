@@ -67,7 +67,7 @@ BAD_CONFIGS: list[tuple[str, Mutation, str]] = [
     (
         "unknown adapter type",
         lambda d: _opcua(d).update(type="modbus"),
-        "adapters[0].type: unknown adapter type 'modbus' (expected one of: 'opcua', 'mqtt')",
+        "adapters[0].type: unknown adapter type 'modbus' (expected one of: 'mqtt', 'opcua')",
     ),
     (
         "adapter for an undeclared machine",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import string
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,7 +13,8 @@ from hypothesis import strategies as st
 from microfactory.gateway.config import InfluxSettings
 from microfactory.gateway.lineprotocol import encode
 from microfactory.gateway.sample import Sample
-from microfactory.gateway.sinks.influx_v1 import InfluxV1Sink
+from microfactory.gateway.sinks import SinkContext
+from microfactory.gateway.sinks.influxdb.v1 import InfluxV1Sink
 from tests.helpers.servers import InfluxDB1
 
 # what shows up in programs, job names and operator-entered context
@@ -42,7 +45,10 @@ def test_text_field_escaping() -> None:
 
 def test_round_trip_through_influxdb(influxdb1: InfluxDB1) -> None:
     """Generated tag and text values written by the real sink, read back unchanged."""
-    sink = InfluxV1Sink(InfluxSettings(api="v1", url=influxdb1.url, database="lp"), "shop")
+    sink = InfluxV1Sink(
+        InfluxSettings(api="v1", url=influxdb1.url, database="lp"),
+        SinkContext("shop", Path("."), logging.getLogger("test")),
+    )
     written: list[tuple[str, str, int]] = []
 
     async def write(samples: list[Sample]) -> None:
@@ -75,7 +81,10 @@ def test_numbers_round_trip(influxdb1: InfluxDB1) -> None:
         Sample("m", "power_active", v, "W", 1_700_000_000_000_000_000 + i)
         for i, v in enumerate(values)
     ]
-    sink = InfluxV1Sink(InfluxSettings(api="v1", url=influxdb1.url, database="num"), "shop")
+    sink = InfluxV1Sink(
+        InfluxSettings(api="v1", url=influxdb1.url, database="num"),
+        SinkContext("shop", Path("."), logging.getLogger("test")),
+    )
 
     async def go() -> None:
         await sink.open()
@@ -96,7 +105,10 @@ def test_machine_ids_allowed_by_config_need_no_escaping() -> None:
 def test_multiline_text_round_trips(influxdb1: InfluxDB1) -> None:
     """A program listing or operator note with newlines is stored as sent, not as '\\n'."""
     text = 'N10 G0 X0\nN20 G1 X10 "fast"\r\nN30 M30 \\ end'
-    sink = InfluxV1Sink(InfluxSettings(api="v1", url=influxdb1.url, database="ml"), "shop")
+    sink = InfluxV1Sink(
+        InfluxSettings(api="v1", url=influxdb1.url, database="ml"),
+        SinkContext("shop", Path("."), logging.getLogger("test")),
+    )
 
     async def go() -> None:
         await sink.open()

@@ -22,6 +22,7 @@ from microfactory.cli.demo import demo_site_config
 from microfactory.cli.ports import free_port
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
+from microfactory.gateway.sinks import ContextSource
 from microfactory.mes.demo import DemoMes, start_demo_mes
 from microfactory.mes.timeutil import from_ns, to_ns
 from microfactory.sim.truth import STATES_FILE, GroundTruth, PartRecord, load_truth
@@ -136,8 +137,8 @@ async def test_workshop_through_gateway_into_the_mes(mosquitto: Mosquitto, tmp_p
         t_a = clock.now_ns() // 1_000_000 * 1_000_000
         run_ids = await _start_batches(shop, t_a)
         # the MES's retained context reaches the gateway, which tags samples with it
-        link = gw.mes_link
-        assert link is not None
+        link = gw.sink("mes_events")
+        assert isinstance(link, ContextSource)
         await _eventually(
             lambda: all(link.context.get(m, {}).get("batch") for m in RUNS), "machine contexts"
         )

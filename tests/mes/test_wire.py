@@ -16,8 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from microfactory import contract
 from microfactory.cli.ports import free_port
 from microfactory.gateway.config import parse_site_config
-from microfactory.gateway.mes_link import MesLink
 from microfactory.gateway.sample import Sample
+from microfactory.gateway.sinks.mes_events.link import MesLink
 from microfactory.mes.demo import DemoMes, start_demo_mes
 from tests.helpers.servers import Mosquitto
 
@@ -93,7 +93,7 @@ async def test_context_and_events_across_an_mes_outage(
         )
 
     mes = await start()
-    link = MesLink(_site(mosquitto.url, tmp_path))
+    link = MesLink.from_site(_site(mosquitto.url, tmp_path))
     try:
         # the demo put batches on the machines; their contexts are retained on the broker
         await _until(lambda: mes.runtime.mqtt_status() == "connected", "MES bridge")
@@ -127,7 +127,7 @@ async def test_context_and_events_across_an_mes_outage(
         assert sorted(p["energy_wh"] or 0 for p in parts) == [0, 34.5, 85.5, 90.0]
 
         # a gateway that lost its memory replays the same samples: same ids, nothing doubled
-        fresh = MesLink(_site(mosquitto.url, tmp_path / "other"))
+        fresh = MesLink.from_site(_site(mosquitto.url, tmp_path / "other"))
         fresh.settings = fresh.settings.model_copy(update={"client_id": "wire-test-gw-2"})
         await fresh.open()
         replay = [s for p in range(5) for s in _cycle(t0, p, 100.0 + 70 * p)]

@@ -1,17 +1,27 @@
 """MQTT adapter: JSON telemetry from machines that publish on a broker."""
 
-from typing import Any
+from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..base import AdapterFactory, AdapterPlugin
 from .config import MqttAdapterConfig
 
-
-def __getattr__(name: str) -> Any:
-    # the adapter (and its protocol library) is imported when used, not when configs load
-    if name == "MqttAdapter":
-        from .adapter import MqttAdapter
-
-        return MqttAdapter
-    raise AttributeError(name)
+if TYPE_CHECKING:
+    from .adapter import MqttAdapter
 
 
-__all__ = ["MqttAdapter", "MqttAdapterConfig"]
+def _load() -> AdapterFactory[MqttAdapterConfig]:
+    from .adapter import MqttAdapter
+
+    return MqttAdapter
+
+
+plugin = AdapterPlugin(
+    config_model=MqttAdapterConfig,
+    load=_load,
+    requirements=("paho.mqtt",),
+    install_hint="pip install 'microfactory[gateway]'",
+)
+
+__all__ = ["MqttAdapter", "MqttAdapterConfig", "plugin"]

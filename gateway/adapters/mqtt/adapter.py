@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -22,9 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ...config import SiteConfig
 from ...errors import PayloadError
-from ..base import Emitter
+from ..base import AdapterContext
 from .config import MqttAdapterConfig
 from .payload import CompiledSubscription, decode
 
@@ -34,22 +33,19 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 
 
 class MqttAdapter:
-    config_model: ClassVar[type[MqttAdapterConfig]] = MqttAdapterConfig
-
-    def __init__(self, config: MqttAdapterConfig, *, site: SiteConfig, emitter: Emitter) -> None:
+    def __init__(self, config: MqttAdapterConfig, context: AdapterContext) -> None:
         self.config = config
-        self._emitter = emitter
-        self._site = site
-        mqtt_settings = site.mqtt
-        url = config.broker or (mqtt_settings.url if mqtt_settings else "mqtt://127.0.0.1:1883")
+        self._emitter = context.emitter
+        mqtt_settings = config.site_broker
+        url = config.broker or mqtt_settings.url
         parts = urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._tls = parts.scheme == "mqtts"
         self._port = parts.port or (8883 if self._tls else 1883)
-        base_id = mqtt_settings.client_id if mqtt_settings else "microfactory-gateway"
+        base_id = mqtt_settings.client_id
         self._client_id = config.client_id or f"{base_id}-{config.name}"
         self._subs = [CompiledSubscription(s) for s in config.subscriptions]
-        self._known_machines = {m.id for m in site.machines}
+        self._known_machines = context.machines
         self._client: mqtt.Client | None = None
         self._stopping = False
         self._down_since_ns: int | None = None
@@ -77,8 +73,8 @@ class MqttAdapter:
                 protocol=mqtt.MQTTv311,
                 manual_ack=True,
             )
-        settings = self._site.mqtt
-        if settings and settings.username and not self.config.broker:
+        settings = self.config.site_broker
+        if settings.username and not self.config.broker:
             client.username_pw_set(settings.username, settings.password)
         if self._tls:
             client.tls_set()
@@ -90,7 +86,7 @@ class MqttAdapter:
         client.on_message = self._on_message
         self._client = client
         self._emitter.connection(self.config.name, "connecting")
-        keepalive = self._site.mqtt.keepalive_s if self._site.mqtt else 30
+        keepalive = self.config.site_broker.keepalive_s
         if v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.ReceiveMaximum = self.config.receive_maximum

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from ...config import AdapterConfigBase, check_mqtt_url
+from microfactory.mqtt.settings import MqttSettings, check_mqtt_url
+
 from ...units import check_unit
+from ..base import AdapterConfigBase
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from ...config import SiteConfig
 
 PLACEHOLDERS = ("machine", "signal")
 _PLACEHOLDER = re.compile(r"\{([^}]*)\}")
@@ -148,5 +163,18 @@ class MqttAdapterConfig(AdapterConfigBase):
         classmethod(lambda cls, v: None if v is None else check_mqtt_url(v))
     )
 
+    _site_broker: MqttSettings = PrivateAttr(default_factory=MqttSettings)
+
     def machines_referenced(self) -> set[str]:
         return {s.machine for s in self.subscriptions if s.machine}
+
+    def with_site_defaults(self, site: SiteConfig) -> Self:
+        """Take the site's shared broker (``mqtt:``) for what this adapter does not set."""
+        bound = self.model_copy()
+        bound._site_broker = site.mqtt or MqttSettings()
+        return bound
+
+    @property
+    def site_broker(self) -> MqttSettings:
+        """The site's ``mqtt:`` section (its defaults when the file has none)."""
+        return self._site_broker

@@ -1,17 +1,27 @@
 """OPC UA adapter: subscriptions (and optional polling) on a machine's OPC UA server."""
 
-from typing import Any
+from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..base import AdapterFactory, AdapterPlugin
 from .config import OpcUaAdapterConfig
 
-
-def __getattr__(name: str) -> Any:
-    # the adapter (and its protocol library) is imported when used, not when configs load
-    if name == "OpcUaAdapter":
-        from .adapter import OpcUaAdapter
-
-        return OpcUaAdapter
-    raise AttributeError(name)
+if TYPE_CHECKING:
+    from .adapter import OpcUaAdapter
 
 
-__all__ = ["OpcUaAdapter", "OpcUaAdapterConfig"]
+def _load() -> AdapterFactory[OpcUaAdapterConfig]:
+    from .adapter import OpcUaAdapter
+
+    return OpcUaAdapter
+
+
+plugin = AdapterPlugin(
+    config_model=OpcUaAdapterConfig,
+    load=_load,
+    requirements=("asyncua",),
+    install_hint="pip install 'microfactory[gateway]'",
+)
+
+__all__ = ["OpcUaAdapter", "OpcUaAdapterConfig", "plugin"]

@@ -13,16 +13,15 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.uaerrors import UaError
 
-from ...config import SiteConfig
 from ...sample import Quality, RawSample
-from ..base import Emitter
+from ..base import AdapterContext
 from .config import NodeSpec, OpcUaAdapterConfig
 
 log = logging.getLogger(__name__)
@@ -95,11 +94,9 @@ class _Handler:
 
 
 class OpcUaAdapter:
-    config_model: ClassVar[type[OpcUaAdapterConfig]] = OpcUaAdapterConfig
-
-    def __init__(self, config: OpcUaAdapterConfig, *, site: SiteConfig, emitter: Emitter) -> None:
+    def __init__(self, config: OpcUaAdapterConfig, context: AdapterContext) -> None:
         self.config = config
-        self.emitter = emitter
+        self.emitter = context.emitter
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._reconnect = asyncio.Event()

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from ...config import AdapterConfigBase
 from ...units import check_unit
+from ..base import AdapterConfigBase
 
 _NODE = re.compile(r"^(?:nsu=(?P<uri>[^;]+);)?(?P<kind>[isgb])=(?P<ident>.+)$", re.DOTALL)
 

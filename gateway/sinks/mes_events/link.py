@@ -31,11 +31,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from microfactory import contract
+from microfactory.mqtt.settings import MqttSettings
 
-from .config import MesLinkSettings, MqttSettings, SiteConfig
-from .errors import SinkError
-from .events import EventDeriver
-from .sample import Sample
+from ...config import MesLinkSettings, SiteConfig
+from ...errors import SinkError
+from ...events import EventDeriver
+from ...sample import Sample
+from ..base import SinkContext
+from . import MesLinkTarget
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +46,16 @@ log = logging.getLogger(__name__)
 class MesLink:
     """Sink ``mes_events`` plus the context subscriber; one per gateway, no shared state."""
 
-    def __init__(self, site: SiteConfig, settings: MesLinkSettings | None = None) -> None:
+    def __init__(self, target: MesLinkTarget, context: SinkContext) -> None:
         self.name = "mes_events"
-        self.settings = settings or site.mes_link or MesLinkSettings()
+        self.settings = target.settings
         self.batch_size = self.settings.batch_size
-        self._mqtt: MqttSettings = site.mqtt or MqttSettings()
-        self._site = site.site
+        self._mqtt: MqttSettings = target.broker
+        self._site = context.site
         self.state_path: Path = self.settings.state_path or (
-            site.spool.path.parent / "mes-events-state.json"
+            context.state_dir / "mes-events-state.json"
         )
-        self.deriver = EventDeriver(site.site, hold_s=self.settings.hold_s)
+        self.deriver = EventDeriver(context.site, hold_s=self.settings.hold_s)
         self.context: dict[str, dict[str, str]] = {}
         self.published = 0
         self.contexts_received = 0
@@ -60,7 +63,19 @@ class MesLink:
         self._subscribed = threading.Event()
         self._client: mqtt.Client | None = None
 
+    @classmethod
+    def from_site(cls, site: SiteConfig, settings: MesLinkSettings | None = None) -> MesLink:
+        """The MES link a site config describes (``mes_link:`` and its ``mqtt:`` broker)."""
+        target = MesLinkTarget(
+            settings or site.mes_link or MesLinkSettings(), site.mqtt or MqttSettings()
+        )
+        context = SinkContext(site.site, site.spool.path.parent, log)
+        return cls(target, context)
+
     # ------------------------------------------------------------------ lifecycle
+    async def ensure_database(self) -> None:
+        """Nothing to create: the broker keeps topics as they are used."""
+
     async def open(self) -> None:
         """Connect in the background; wait briefly so retained contexts tag the first samples."""
         self._load_state()

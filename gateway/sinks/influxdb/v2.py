@@ -10,16 +10,20 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from ..config import InfluxSettings
-from ..errors import SinkError
-from ..lineprotocol import encode
-from ..sample import Sample
+from ...config import InfluxSettings
+from ...errors import SinkError
+from ...lineprotocol import encode
+from ...sample import Sample
+from ..base import SinkContext
 from .http_errors import classify
 
 
 class InfluxV2Sink:
-    def __init__(self, settings: InfluxSettings, site: str, name: str = "influxdb") -> None:
+    def __init__(
+        self, settings: InfluxSettings, context: SinkContext, *, name: str = "influxdb"
+    ) -> None:
         self.name = name
+        site = context.site
         self.batch_size = settings.batch_size
         self._settings = settings
         self._site = site
@@ -37,6 +41,9 @@ class InfluxV2Sink:
             retries=False,
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+
+    async def ensure_database(self) -> None:
+        """Nothing to create: InfluxDB 2.x/3.x buckets are made by their administrator."""
 
     async def close(self) -> None:
         if self._client is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
 
-from ..errors import SinkError
+from ...errors import SinkError
 
 
 def retry_after_s(value: str | None) -> float | None:

@@ -6,16 +6,20 @@ import contextlib
 
 import httpx
 
-from ..config import InfluxSettings
-from ..errors import SinkError
-from ..lineprotocol import encode, encode_batch
-from ..sample import Sample
+from ...config import InfluxSettings
+from ...errors import SinkError
+from ...lineprotocol import encode, encode_batch
+from ...sample import Sample
+from ..base import SinkContext
 from .http_errors import classify
 
 
 class InfluxV1Sink:
-    def __init__(self, settings: InfluxSettings, site: str, name: str = "influxdb") -> None:
+    def __init__(
+        self, settings: InfluxSettings, context: SinkContext, *, name: str = "influxdb"
+    ) -> None:
         self.name = name
+        site = context.site
         self.batch_size = settings.batch_size
         self._settings = settings
         self._site = site
