@@ -1,0 +1,70 @@
+"""The adapter SDK: everything an adapter imports, from one module, under one API version.
+
+An adapter package (built-in or an integrator's) imports from here and nowhere else in the
+gateway; what is not listed in ``__all__`` may change without notice. See
+docs/writing-an-adapter.md for the walk-through and the conformance kit
+(:mod:`microfactory.gateway.testing`) for the checks an adapter must pass.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from .adapters.base import (
+    API_VERSION,
+    Adapter,
+    AdapterConfigBase,
+    AdapterContext,
+    AdapterFactory,
+    AdapterPlugin,
+    ConnectionState,
+    Emitter,
+)
+from .errors import PayloadError
+from .sample import Quality, RawSample
+from .supervisor import Backoff, Connection, ConnectionSupervisor, describe_error
+from .units import check_unit
+
+__all__ = [
+    "API_VERSION",
+    "Adapter",
+    "AdapterConfigBase",
+    "AdapterContext",
+    "AdapterFactory",
+    "AdapterPlugin",
+    "Backoff",
+    "Connection",
+    "ConnectionState",
+    "ConnectionSupervisor",
+    "Emitter",
+    "PayloadError",
+    "Quality",
+    "RawSample",
+    "check_unit",
+    "datetime_to_ns",
+    "describe_error",
+    "scaled",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def datetime_to_ns(dt: datetime) -> int:
+    """UTC nanoseconds since the epoch, exact (no float); a naive datetime is taken as UTC."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def scaled(value: object, scale: float, offset: float) -> object:
+    """``value * scale + offset`` for a number; anything else as it came.
+
+    Booleans and text pass unchanged: the pipeline validates them against the signal, and a
+    scale must not turn ``True`` into ``1.0 W``.
+    """
+    if (scale == 1.0 and offset == 0.0) or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value * scale + offset
+    return value

@@ -1,0 +1,267 @@
+"""One supervisor owns an adapter's connection: connect, back off, report gaps and staleness.
+
+In the spirit of Home Assistant's ``DataUpdateCoordinator``: the adapter only says how to
+open a session (``connect``) and what a session does (``Connection.run``); the supervisor
+does the rest the same way for every protocol:
+
+- reports ``connecting`` / ``connected`` / ``disconnected`` / ``stale`` / ``stopped``;
+- retries with capped, jittered exponential backoff, and never gives up;
+- when data flows again after an outage, reports one gap per machine for the time it was
+  away, with the reason in words;
+- with ``stale_after_s``, notices a connection that is up but silent (a device that stopped
+  publishing), and reports that silence as a gap when data comes back;
+- logs one line per state change: the first failure is a warning, the same failure again
+  is debug, the recovery says how long the source was away;
+- ``stop`` finishes within its timeout, cancelling the session if it must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .adapters.base import AdapterContext, ConnectionState
+
+
+class Connection(Protocol):
+    """One session with the source, from a successful connect to its end."""
+
+    async def run(self) -> str:
+        """Serve the session until it ends; return why it ended, or raise one of ``errors``."""
+
+    async def close(self) -> None:
+        """Release the session (called once, after ``run`` ended or on stop); never raise."""
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Capped exponential backoff with jitter, so many adapters do not retry in lockstep."""
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.2
+    _next: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self._next = self.initial_s
+
+    def reset(self) -> None:
+        self._next = self.initial_s
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt (seconds); each call lengthens the following one."""
+        delay = self._next * (1 + random.uniform(-self.jitter, self.jitter))
+        self._next = min(self._next * self.factor, self.max_s)
+        return max(0.0, min(delay, self.max_s))
+
+
+def describe_error(err: BaseException) -> str:
+    """An exception in words for a gap reason or a log line: its type, and its text if any."""
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+class ConnectionSupervisor:
+    """Keeps one adapter connected; many may run at once (all state on the instance)."""
+
+    def __init__(
+        self,
+        context: AdapterContext,
+        *,
+        name: str,
+        machines: Collection[str],
+        connect: Callable[[], Awaitable[Connection]],
+        errors: tuple[type[BaseException], ...] = (OSError, TimeoutError),
+        connect_timeout_s: float = 10.0,
+        backoff: Backoff | None = None,
+        stale_after_s: float | None = None,
+        reconnect_when_stale: bool = False,
+    ) -> None:
+        self._context = context
+        self._log = context.logger
+        self.name = name
+        self.machines = tuple(sorted(machines))
+        self._connect = connect
+        self._errors = errors
+        self._connect_timeout_s = connect_timeout_s
+        self.backoff = backoff or Backoff()
+        self._stale_after_s = stale_after_s
+        self._reconnect_when_stale = reconnect_when_stale
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._reconnect_reason: str | None = None
+        self._last_data = 0.0  # time.monotonic() of the last data seen
+        self._stale_since_ns: int | None = None
+        self._state: ConnectionState | None = None
+        self._last_failure: str | None = None
+        self.sessions = 0  # sessions opened
+        self.failures = 0  # connects that failed and sessions that ended other than by stop
+        self.internal_errors = 0  # unexpected exceptions caught by the supervisor
+
+    # ------------------------------------------------------------------ adapter's API
+    @property
+    def state(self) -> ConnectionState | None:
+        return self._state
+
+    async def start(self) -> None:
+        """Start supervising in the background; returns at once."""
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._supervise(), name=f"supervisor:{self.name}")
+
+    async def stop(self, timeout_s: float) -> None:
+        """End the session and the supervision within ``timeout_s``; report ``stopped``."""
+        self._stopping.set()
+        self._wake.set()
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._set_state("stopped")
+
+    def data_seen(self) -> None:
+        """Say that data arrived (any thread): ends a stale spell, feeds the staleness watch."""
+        self._last_data = time.monotonic()
+        if self._stale_since_ns is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._fresh)
+
+    def request_reconnect(self, reason: str) -> None:
+        """Drop the current session and connect again (any thread); ``reason`` becomes the gap's."""
+        self._reconnect_reason = reason
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # ------------------------------------------------------------------ the loop
+    async def _supervise(self) -> None:
+        down_since: int | None = None
+        reason = "never connected"
+        while not self._stopping.is_set():
+            self._set_state("connecting")
+            connection: Connection | None = None
+            try:
+                connection = await asyncio.wait_for(self._connect(), self._connect_timeout_s)
+            except self._errors as err:
+                reason = describe_error(err)
+            except Exception as err:  # top-level supervisor: a bug must not end the adapter
+                reason = self._internal(err, "connecting")
+            if connection is not None:
+                self.sessions += 1
+                now = self._context.clock()
+                if down_since is not None:
+                    self._log.info(
+                        "%s: connected again after %.1f s (%s)",
+                        self.name,
+                        (now - down_since) / 1e9,
+                        reason,
+                    )
+                    for machine in self.machines:
+                        self._context.emitter.gap(machine, down_since, now, reason)
+                    down_since = None
+                else:
+                    self._log.info("%s: connected", self.name)
+                self._last_failure = None
+                self._set_state("connected")
+                self.backoff.reset()
+                reason = await self._serve(connection)
+                if self._stopping.is_set():
+                    break
+            if down_since is None:
+                down_since = self._context.clock()
+            self.failures += 1
+            self._set_state("disconnected")
+            delay = self.backoff.next_delay()
+            if reason != self._last_failure:
+                self._log.warning("%s: %s; retrying in %.1f s", self.name, reason, delay)
+                self._last_failure = reason
+            else:
+                self._log.debug("%s: %s again; retrying in %.1f s", self.name, reason, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _serve(self, connection: Connection) -> str:
+        """Run one session until it ends, a reconnect is asked for, or the adapter stops."""
+        self._last_data = time.monotonic()
+        self._reconnect_reason = None
+        self._wake.clear()
+        run = asyncio.create_task(connection.run(), name=f"session:{self.name}")
+        watch = asyncio.create_task(self._watch(), name=f"watch:{self.name}")
+        reason = "session ended"
+        try:
+            await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if run.done():
+                try:
+                    reason = run.result()
+                except self._errors as err:
+                    reason = describe_error(err)
+                except Exception as err:  # top-level supervisor
+                    reason = self._internal(err, "in session")
+            else:
+                reason = self._reconnect_reason or "stopping"
+        finally:
+            for task in (run, watch):
+                task.cancel()
+            await asyncio.gather(run, watch, return_exceptions=True)
+            quiet_errors: tuple[type[BaseException], ...] = (TimeoutError, *self._errors)
+            try:
+                await asyncio.wait_for(connection.close(), 5.0)
+            except quiet_errors as err:
+                self._log.debug("%s: closing the session: %s", self.name, describe_error(err))
+            except Exception as err:  # top-level supervisor
+                self._internal(err, "closing")
+            if self._stale_since_ns is not None:
+                self._stale_since_ns = None  # the outage's gap covers the silence too
+        return reason
+
+    async def _watch(self) -> None:
+        """Wake on stop or a reconnect request; mark the connection stale when it goes quiet."""
+        while True:
+            wait = self._stale_after_s / 4 if self._stale_after_s else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            if self._stopping.is_set() or self._reconnect_reason is not None:
+                return
+            self._wake.clear()
+            if self._stale_after_s is None or self._stale_since_ns is not None:
+                continue
+            quiet = time.monotonic() - self._last_data
+            if quiet >= self._stale_after_s:
+                self._stale_since_ns = self._context.clock() - int(quiet * 1e9)
+                self._log.warning("%s: no data for %.0f s", self.name, quiet)
+                self._set_state("stale")
+                if self._reconnect_when_stale:
+                    self._reconnect_reason = f"no data for {quiet:.0f} s"
+                    return
+
+    def _fresh(self) -> None:
+        """Data after a stale spell: the silence becomes a gap, the connection is live again."""
+        since = self._stale_since_ns
+        if since is None:
+            return
+        self._stale_since_ns = None
+        now = self._context.clock()
+        reason = f"no data for {(now - since) / 1e9:.0f} s"
+        self._log.info("%s: data again after %s", self.name, reason.removeprefix("no data for "))
+        for machine in self.machines:
+            self._context.emitter.gap(machine, since, now, reason)
+        self._set_state("connected")
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state != self._state:
+            self._state = state
+            self._context.emitter.connection(self.name, state)
+
+    def _internal(self, err: Exception, when: str) -> str:
+        self.internal_errors += 1
+        self._log.error("%s: unexpected error %s", self.name, when, exc_info=err)
+        return f"internal error: {describe_error(err)}"
