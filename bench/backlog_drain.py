@@ -17,7 +17,7 @@ from common import median_report, proc_stats, start_gateway, wait
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.sample import Sample
 from microfactory.gateway.spool import Spool
-from tests.faults.util import Publisher, influx_total, site_dict, unique_prefix, write_config
+from tests.helpers.gateway import Publisher, influx_total, site_dict, unique_prefix, write_config
 from tests.helpers.servers import InfluxDB1, Mosquitto
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import median_report, proc_stats, start_gateway, wait
 
-from tests.faults.util import (
+from tests.helpers.gateway import (
     Publisher,
     influx_total,
     site_dict,

@@ -9,7 +9,7 @@ import pytest
 
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
-from tests.faults.util import Publisher, expected_stats, influx_stats, influx_total, site_dict
+from tests.helpers.gateway import Publisher, expected_stats, influx_stats, influx_total, site_dict
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import wait_for
 

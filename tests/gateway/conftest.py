@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.util import Publisher, unique_prefix
+from tests.helpers.gateway import Publisher, unique_prefix
 from tests.helpers.servers import Mosquitto
 
 

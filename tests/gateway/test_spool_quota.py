@@ -9,8 +9,8 @@ import pytest
 
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
-from tests.faults.overloaded import OverloadedInflux
-from tests.faults.util import ORIGIN_NS, STEP_NS, Publisher, influx_stats, site_dict
+from tests.helpers.gateway import ORIGIN_NS, STEP_NS, Publisher, influx_stats, site_dict
+from tests.helpers.overloaded_influx import OverloadedInflux
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import wait_for
 

@@ -13,7 +13,7 @@ from microfactory.gateway.runtime import Gateway
 from microfactory.gateway.sample import Sample
 from microfactory.gateway.sinks import SinkContext
 from microfactory.gateway.sinks.influxdb.v1 import InfluxV1Sink
-from tests.faults.util import (
+from tests.helpers.gateway import (
     SIGNAL,
     Publisher,
     expected_stats,

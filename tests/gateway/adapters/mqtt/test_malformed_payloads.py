@@ -22,7 +22,7 @@ from microfactory.gateway.errors import PayloadError
 from microfactory.gateway.normalise import Normaliser
 from microfactory.gateway.runtime import Gateway
 from microfactory.gateway.sample import RawSample
-from tests.faults.util import ORIGIN_NS, Publisher, site_dict
+from tests.helpers.gateway import ORIGIN_NS, Publisher, site_dict
 from tests.helpers.servers import Mosquitto
 from tests.helpers.waiting import wait_for
 

@@ -20,8 +20,8 @@ import pytest
 
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
-from tests.faults.overloaded import OverloadedInflux, Refusal
-from tests.faults.util import ORIGIN_NS, Publisher, expected_stats, influx_stats, site_dict
+from tests.helpers.gateway import ORIGIN_NS, Publisher, expected_stats, influx_stats, site_dict
+from tests.helpers.overloaded_influx import OverloadedInflux, Refusal
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import wait_for
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.ui.conftest import REPO, Shop, log_in
+from tests.mes.web.conftest import REPO, Shop, log_in
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.util import (
+from tests.helpers.gateway import (
     GatewayProcess,
     Publisher,
     expected_stats,

@@ -34,7 +34,7 @@ from tests.helpers.servers import Mosquitto
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 CHROMIUM = os.environ.get("MICROFACTORY_CHROMIUM", "/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 SPEED = 20.0  # simulated seconds per wall second: a laser part about every second
 T = TypeVar("T")
