@@ -91,15 +91,16 @@ def run(
     """Run the five simulated machines and print their OPC UA endpoints and MQTT topics."""
     # imported here: `microfactory` mounts this app, and every other command (the gateway's
     # above all) should not pay for asyncua's import
-    from .mqtt_machine import MqttUrlError, parse_mqtt_url
+    from microfactory.mqtt.settings import check_mqtt_url
+
     from .workshop import WorkshopSettings
 
     _setup_logging(log_level)
     url: str | None = None if mqtt_url.strip().lower() in ("", "none", "off") else mqtt_url
     if url is not None:
         try:
-            parse_mqtt_url(url)
-        except MqttUrlError as err:
+            check_mqtt_url(url)
+        except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--mqtt-url") from err
     ports = parse_port_options(list(DEFAULT_OPCUA_PORTS))
     ports.update(parse_port_options(opcua_port or []))

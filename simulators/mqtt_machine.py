@@ -3,24 +3,23 @@
 The printer, the assembly bench and the meter deliberately disagree on field names, units and
 timestamp formats, as devices from three vendors would, so the gateway's mapping and unit
 conversion are exercised for real. Publishing never blocks the simulation and never raises
-when the broker is away: paho keeps QoS 1 messages queued and reconnects on its own.
+when the broker is away: the MQTT client keeps QoS 1 messages queued and reconnects on its
+own (:class:`microfactory.mqtt.client.MqttClient`, reconnect mode AUTO).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from microfactory.mqtt.client import Delivery, MqttClient, PublishError, PublishStatus, Reconnect
+from microfactory.mqtt.settings import MqttSettings, TlsSettings
 
 from .model import MachineSnapshot, MeterSnapshot
 from .truth import TruthRecorder
@@ -39,32 +38,6 @@ METER_QUANTITIES: Final = (
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 log = logging.getLogger(__name__)
-
-
-class MqttUrlError(ValueError):
-    """The broker URL cannot be used; says which part is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_mqtt_url(url: str) -> BrokerAddress:
-    """Accept ``mqtt://[user[:password]@]host[:port]`` (default port 1883)."""
-    parts = urlsplit(url)
-    if parts.scheme != "mqtt":
-        raise MqttUrlError(f"broker URL {url!r}: scheme must be 'mqtt', got {parts.scheme!r}")
-    if not parts.hostname:
-        raise MqttUrlError(f"broker URL {url!r}: no host")
-    try:
-        port = parts.port or 1883
-    except ValueError as err:
-        raise MqttUrlError(f"broker URL {url!r}: bad port") from err
-    return BrokerAddress(parts.hostname, port, parts.username, parts.password)
 
 
 def iso_utc_us(ts_ns: int) -> str:
@@ -128,62 +101,66 @@ def meter_payloads(s: MeterSnapshot) -> dict[str, dict[str, Any]]:
 
 
 class MqttLink:
-    """One device's MQTT session: connects in the background and reconnects forever."""
+    """One device's MQTT session: connects in the background and reconnects forever.
+
+    ``url`` is ``mqtt://HOST[:PORT]`` or ``mqtts://HOST[:PORT]`` (with ``tls``); a device
+    that logs in gives ``username``/``password``.
+    """
 
     def __init__(
         self,
         *,
         url: str,
         client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        tls: TlsSettings | None = None,
         max_queued: int = 10_000,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.address = parse_mqtt_url(url)
+        settings = MqttSettings(
+            url=url, client_id=client_id, username=username, password=password, tls=tls
+        )
+        self.address = settings.address
         self.client_id = client_id
         self._log = logger or log
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
+        self._client = MqttClient(
+            settings,
+            name=client_id,
+            max_queued=max_queued,
+            reconnect=Reconnect.AUTO,
+            reconnect_max_s=5,
+            logger=self._log,
         )
-        if self.address.username:
-            self._client.username_pw_set(self.address.username, self.address.password)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
-        self._client.max_queued_messages_set(max_queued)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._last_info: mqtt.MQTTMessageInfo | None = None
+        self._last: Delivery | None = None
         self._started = False
-        self._connected = threading.Event()  # set from paho's network thread
         self.dropped = 0
 
     @property
     def connected(self) -> bool:
-        return self._client.is_connected()
+        return self._client.connected
 
     def start(self) -> None:
         if self._started:
             return
         self._started = True
-        # connect_async + loop_start: the loop thread keeps retrying if the broker is not up yet
-        self._client.connect_async(self.address.host, self.address.port, keepalive=30)
-        self._client.loop_start()
+        # in the background: the client keeps retrying if the broker is not up yet
+        self._client.start()
 
     async def wait_connected(self, timeout_s: float) -> bool:
         """Wait (bounded) until the broker has accepted the session; False on timeout."""
-        if self._connected.is_set():
+        if self._client.connected:
             return True
-        return await asyncio.to_thread(self._connected.wait, timeout_s)
+        return await asyncio.to_thread(self._client.wait_connected, timeout_s)
 
     def publish(self, topic: str, payload: Mapping[str, Any]) -> bool:
         """Queue one QoS 1 message; False (and counted) only if the local queue is full."""
-        info = self._client.publish(topic, orjson.dumps(payload), qos=1)
-        if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            self._last_info = info
+        delivery = self._client.publish(topic, orjson.dumps(payload), qos=1)
+        if delivery.status is not PublishStatus.REFUSED:
+            self._last = delivery
             return True
         self.dropped += 1
-        self._log.warning("%s: message on %s dropped: %s", self.client_id, topic, info.rc)
+        self._log.warning("%s: message on %s dropped: %s", self.client_id, topic, delivery.reason)
         return False
 
     async def stop(self, timeout_s: float = 3.0) -> None:
@@ -191,50 +168,13 @@ class MqttLink:
         if not self._started:
             return
         self._started = False
-        info = self._last_info
-        if info is not None and self.connected:
+        last = self._last
+        if last is not None and self.connected:
             try:
-                await asyncio.to_thread(info.wait_for_publish, timeout_s)
-            except (RuntimeError, ValueError) as err:
+                await asyncio.to_thread(last.wait, timeout_s)
+            except PublishError as err:
                 self._log.warning("%s: last message not confirmed: %s", self.client_id, err)
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason_code: Any,
-        properties: Any,
-    ) -> None:
-        if getattr(reason_code, "is_failure", False):
-            self._log.warning(
-                "%s: broker %s:%s refused the session (%s)",
-                self.client_id,
-                *self._addr(),
-                reason_code,
-            )
-            return
-        self._connected.set()
-        self._log.info("%s: connected to %s:%s (%s)", self.client_id, *self._addr(), reason_code)
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason_code: Any,
-        properties: Any,
-    ) -> None:
-        self._connected.clear()
-        if self._started:
-            self._log.warning("%s: disconnected (%s), retrying", self.client_id, reason_code)
-        else:
-            self._log.info("%s: disconnected", self.client_id)
-
-    def _addr(self) -> tuple[str, int]:
-        return self.address.host, self.address.port
+        await asyncio.to_thread(self._client.stop, timeout_s)
 
 
 class _Cadence:

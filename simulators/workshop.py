@@ -49,6 +49,8 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from microfactory.mqtt.settings import redact_url
+
 from .clock import SimClock
 from .machines import DEFAULT_MACHINES, METER_ID
 from .model import (
@@ -312,14 +314,14 @@ class Workshop:
             if missing:
                 log.warning(
                     "MQTT broker %s not reached within %.1f s by %s; the links keep retrying",
-                    s.mqtt_url,
+                    redact_url(s.mqtt_url or ""),
                     s.mqtt_connect_timeout_s,
                     ", ".join(missing),
                 )
         log.info(
             "workshop servers up: %s; MQTT %s",
             ", ".join(f"{m} {e}" for m, e in self.opcua_endpoints.items()) or "no OPC UA",
-            s.mqtt_url or "off",
+            redact_url(s.mqtt_url) if s.mqtt_url else "off",
         )
 
     async def start_clock(self) -> None:

@@ -30,6 +30,7 @@ from rich.table import Table
 from microfactory.gateway.config import SiteConfig, parse_site_config
 from microfactory.gateway.errors import ConfigError
 from microfactory.gateway.runtime import Gateway
+from microfactory.mqtt.settings import redact_url
 
 from .embedded_broker import EmbeddedBroker
 from .ports import free_port, port_is_free
@@ -178,7 +179,7 @@ async def run_demo(options: DemoOptions) -> int:
         mes = await _start_mes(options, site, mqtt_url, data_dir, console)
         await _wait_connected(gw, timeout_s=15.0)
         await workshop.resume()
-        console.print(f"MQTT broker: {mqtt_url}{' (embedded)' if broker else ''}")
+        console.print(f"MQTT broker: {redact_url(mqtt_url)}{' (embedded)' if broker else ''}")
         for machine, endpoint in workshop.opcua_endpoints.items():
             console.print(f"OPC UA {machine}: {endpoint}")
         sinks = ", ".join(s.name for s in gw.sinks)

@@ -6,8 +6,16 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from microfactory.mqtt.settings import (
+    MqttSettings,
+    TlsSettings,
+    check_mqtt_url,
+    check_tls_scheme,
+    move_url_credentials,
+)
 
 DEFAULT_DB_PATH = Path("data") / "mes.sqlite"
 
@@ -31,12 +39,29 @@ def _default_shifts() -> list[ShiftSpec]:
 
 
 class MesSettings(BaseSettings):
-    """Everything the MES needs to run; env prefix ``MICROFACTORY_MES__``."""
+    """Everything the MES needs to run; env prefix ``MICROFACTORY_MES__``.
 
-    model_config = SettingsConfigDict(env_prefix="MICROFACTORY_MES__", extra="forbid")
+    Nested fields take ``__`` in the environment too, e.g. ``MICROFACTORY_MES__MQTT_TLS__CA_FILE``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="MICROFACTORY_MES__", env_nested_delimiter="__", extra="forbid"
+    )
 
     db_url: str = Field(default=f"sqlite:///{DEFAULT_DB_PATH}")
-    mqtt_url: str | None = Field(default=None, description="mqtt://host:port; None = no bridge")
+    mqtt_url: str | None = Field(
+        default=None,
+        description="broker of the bridge, mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS); "
+        "None = no bridge",
+    )
+    mqtt_username: str | None = Field(default=None, description="broker user name")
+    mqtt_password: str | None = Field(
+        default=None, repr=False, description="broker password; prefer the environment"
+    )
+    mqtt_tls: TlsSettings | None = Field(
+        default=None, description="TLS of an mqtts:// broker: CA file, client certificate"
+    )
+    mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive")
     site: str = "demo"
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=1, le=65535)
@@ -54,6 +79,35 @@ class MesSettings(BaseSettings):
         default="3.1.1", description="MQTT version of the bridge's persistent session"
     )
     mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, description="MQTT 5 only")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_mqtt_url(v)
+
+    @model_validator(mode="after")
+    def _mqtt_credentials(self) -> MesSettings:
+        if self.mqtt_url is None:
+            return self
+        self.mqtt_url, self.mqtt_username, self.mqtt_password = move_url_credentials(
+            self.mqtt_url, self.mqtt_username, self.mqtt_password, "mqtt_url"
+        )
+        check_tls_scheme(self.mqtt_url, self.mqtt_tls, "mqtt_tls")
+        return self
+
+    @property
+    def mqtt(self) -> MqttSettings | None:
+        """The bridge's broker connection, or None when no ``mqtt_url`` is set."""
+        if self.mqtt_url is None:
+            return None
+        return MqttSettings(
+            url=self.mqtt_url,
+            client_id=self.client_id,
+            username=self.mqtt_username,
+            password=self.mqtt_password,
+            keepalive_s=self.mqtt_keepalive_s,
+            tls=self.mqtt_tls,
+        )
 
     @field_validator("timezone")
     @classmethod

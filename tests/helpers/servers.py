@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -97,25 +98,60 @@ class ServerProcess:
         self.stop()
 
 
+@dataclass(frozen=True)
+class MosquittoTls:
+    """A TLS listener: the CA that signed the broker's certificate, and its certificate/key."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+
+
 class Mosquitto(ServerProcess):
+    """Mosquitto on ``port``; optionally with a password file and a TLS listener on ``tls_port``.
+
+    ``anonymous=False`` with a ``password_file`` (written by ``mosquitto_passwd``) refuses
+    clients that do not log in; both apply to every listener.
+    """
+
     name = "mosquitto"
 
     def __init__(
-        self, workdir: Path, port: int | None = None, *, persistence: bool = True, extra: str = ""
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        persistence: bool = True,
+        extra: str = "",
+        anonymous: bool = True,
+        password_file: Path | None = None,
+        tls: MosquittoTls | None = None,
     ) -> None:
         super().__init__(workdir, port)
         self.persistence = persistence
         self.extra = extra
+        self.anonymous = anonymous
+        self.password_file = password_file
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    @property
+    def tls_url(self) -> str:
+        if self.tls_port is None:
+            raise ValueError("this Mosquitto has no TLS listener (pass tls=MosquittoTls(...))")
+        return f"mqtts://127.0.0.1:{self.tls_port}"
+
     def command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
+            f"password_file {self.password_file}" if self.password_file else "",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "autosave_interval 1",
@@ -127,8 +163,21 @@ class Mosquitto(ServerProcess):
             "user root" if os.geteuid() == 0 else "",
             self.extra,
         ]
+        if self.tls is not None:
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {self.tls.cafile}",
+                f"certfile {self.tls.certfile}",
+                f"keyfile {self.tls.keyfile}",
+                f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
+            ]
         conf.write_text("\n".join(lines) + "\n")
         return [_exe("/usr/sbin/mosquitto", "mosquitto"), "-c", str(conf)]
+
+    def wait_ready(self) -> None:
+        wait_for_port(self.port)
+        if self.tls_port is not None:
+            wait_for_port(self.tls_port)
 
 
 class InfluxDB1(ServerProcess):

@@ -12,8 +12,6 @@ import pytest
 
 from tests.helpers.servers import Mosquitto
 
-pytestmark = pytest.mark.integration
-
 
 def sim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -26,6 +24,7 @@ def sim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration
 def test_run_prints_endpoints_and_topics_and_writes_the_truth(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
@@ -58,4 +57,4 @@ def test_bad_options_are_named() -> None:
     assert "MACHINE=PORT" in done.stderr
     done = sim("run", "--mqtt-url", "http://broker", "--duration", "0")
     assert done.returncode == 2
-    assert "scheme must be 'mqtt'" in done.stderr
+    assert "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got 'http://broker'" in done.stderr

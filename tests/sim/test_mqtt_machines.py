@@ -15,8 +15,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from microfactory.mqtt.settings import parse_mqtt_url
 from microfactory.sim.machines import ASSEMBLY, PRINTER
-from microfactory.sim.mqtt_machine import METER_QUANTITIES, parse_mqtt_url
+from microfactory.sim.mqtt_machine import METER_QUANTITIES
 from microfactory.sim.truth import load_truth
 from microfactory.sim.workshop import Workshop
 from tests.helpers.servers import Mosquitto

@@ -20,17 +20,18 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from microfactory import contract
+from microfactory.mqtt.client import (
+    Delivery,
+    Message,
+    MqttClient,
+    PublishError,
+    PublishStatus,
+    Reconnect,
+)
 from microfactory.mqtt.settings import MqttSettings
 
 from ...config import MesLinkSettings, SiteConfig
@@ -59,9 +60,8 @@ class MesLink:
         self.context: dict[str, dict[str, str]] = {}
         self.published = 0
         self.contexts_received = 0
-        self._connected = threading.Event()
         self._subscribed = threading.Event()
-        self._client: mqtt.Client | None = None
+        self._client: MqttClient | None = None
 
     @classmethod
     def from_site(cls, site: SiteConfig, settings: MesLinkSettings | None = None) -> MesLink:
@@ -79,42 +79,23 @@ class MesLink:
     async def open(self) -> None:
         """Connect in the background; wait briefly so retained contexts tag the first samples."""
         self._load_state()
-        parts = urlsplit(self._mqtt.url)
-        client_id = self.settings.client_id or f"{self._mqtt.client_id}-mes"
-        v5 = self.settings.protocol == "5"
-        client = (
-            mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-            if v5
+        client = MqttClient(
+            self._mqtt,
+            name="MES link",
+            client_id=self.settings.client_id or f"{self._mqtt.client_id}-mes",
             # MQTT 3.1.1 persistent session: what every broker (also the demo's amqtt) speaks
-            else mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                protocol=mqtt.MQTTv311,
-                clean_session=False,
-            )
+            protocol=self.settings.protocol,
+            persistent=True,
+            session_expiry_s=self.settings.session_expiry_s,
+            max_inflight=100,
+            reconnect=Reconnect.AUTO,
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+            on_subscribe=self._on_subscribe,
+            logger=log,
         )
-        if self._mqtt.username:
-            client.username_pw_set(self._mqtt.username, self._mqtt.password)
-        if parts.scheme == "mqtts":
-            client.tls_set()
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.max_inflight_messages_set(100)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        default_port = 8883 if parts.scheme == "mqtts" else 1883
-        host, port = parts.hostname or "127.0.0.1", parts.port or default_port
-        if v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.settings.session_expiry_s
-            client.connect_async(
-                host, port, self._mqtt.keepalive_s, clean_start=False, properties=props
-            )
-        else:
-            client.connect_async(host, port, self._mqtt.keepalive_s)
-        client.loop_start()
         self._client = client
+        client.start()
         await asyncio.to_thread(self._subscribed.wait, self.settings.connect_wait_s)
         if self._subscribed.is_set():
             await asyncio.sleep(0.2)  # retained messages follow the SUBACK at once
@@ -122,9 +103,7 @@ class MesLink:
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
-        self._connected.clear()
+            await asyncio.to_thread(client.stop)
         self._subscribed.clear()
 
     # ------------------------------------------------------------------ sink
@@ -133,22 +112,22 @@ class MesLink:
         if not self.settings.events:
             return
         client = self._client
-        if client is None or not self._connected.is_set():
+        if client is None or not client.connected:
             raise SinkError("MES link: not connected to the broker", retryable=True)
         saved = self.deriver.dump()
         events = self.deriver.feed(samples)
         try:
-            infos = []
+            sent = []
             for ev in events:
                 topic = contract.event_topic(ev.site, ev.machine)
-                info = client.publish(topic, ev.model_dump_json().encode(), qos=1)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                delivery = client.publish(topic, ev.model_dump_json().encode(), qos=1)
+                if delivery.status is not PublishStatus.SENT:
                     raise SinkError(
-                        f"MES link: publish refused ({mqtt.error_string(info.rc)})", retryable=True
+                        f"MES link: publish refused ({delivery.reason})", retryable=True
                     )
-                infos.append(info)
-            if infos:
-                await asyncio.to_thread(self._wait_acked, infos, self.settings.publish_timeout_s)
+                sent.append(delivery)
+            if sent:
+                await asyncio.to_thread(self._wait_acked, sent, self.settings.publish_timeout_s)
         except SinkError:
             # The same samples come again: derive them again from the same memory.
             self.deriver.load(saved)
@@ -157,15 +136,14 @@ class MesLink:
         await asyncio.to_thread(self._save_state)
 
     @staticmethod
-    def _wait_acked(infos: list[mqtt.MQTTMessageInfo], timeout_s: float) -> None:
+    def _wait_acked(sent: list[Delivery], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        for info in infos:
-            left = deadline - time.monotonic()
+        for delivery in sent:
             try:
-                info.wait_for_publish(max(0.0, left))
-            except (RuntimeError, ValueError) as err:
+                acked = delivery.wait(deadline - time.monotonic())
+            except PublishError as err:
                 raise SinkError(f"MES link: event not delivered ({err})", retryable=True) from err
-            if not info.is_published():
+            if not acked:
                 raise SinkError(
                     f"MES link: broker did not acknowledge events within {timeout_s:g} s",
                     retryable=True,
@@ -195,52 +173,21 @@ class MesLink:
         tmp.write_text(json.dumps(data, separators=(",", ":")))
         os.replace(tmp, self.state_path)
 
-    # ------------------------------------------------------------------ callbacks (paho thread)
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        _userdata: Any,
-        _flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        _props: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            log.warning("MES link: broker refused the connection: %s", reason)
-            return
-        self._connected.set()
-        client.subscribe(contract.context_subscription(self._site), qos=1)
-        log.info("MES link connected to %s", self._mqtt.url)
+    # ------------------------------------------------------------------ callbacks (client thread)
+    def _on_connect(self, _session_present: bool) -> None:
+        if self._client is not None:
+            self._client.subscribe([(contract.context_subscription(self._site), 1)])
 
-    def _on_disconnect(
-        self,
-        _client: mqtt.Client,
-        _userdata: Any,
-        _flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        _props: Properties | None,
-    ) -> None:
-        if self._connected.is_set():
-            level = logging.WARNING if reason.is_failure else logging.INFO  # clean: our stop
-            log.log(level, "MES link disconnected: %s", reason)
-        self._connected.clear()
-
-    def _on_subscribe(
-        self,
-        _client: mqtt.Client,
-        _userdata: Any,
-        _mid: int,
-        _reasons: list[ReasonCode],
-        _props: Properties | None,
-    ) -> None:
+    def _on_subscribe(self, _mid: int, _granted: list[int]) -> None:
         self._subscribed.set()
 
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Message) -> None:
         machine = msg.topic.rsplit("/", 1)[-1]
         if not msg.payload:
             self.context.pop(machine, None)
             return
         try:
-            ctx = contract.MachineContext.model_validate_json(bytes(msg.payload))
+            ctx = contract.MachineContext.model_validate_json(msg.payload)
         except ValidationError as err:
             log.warning("MES link: bad context on %s: %s", msg.topic, err.errors()[:1])
             return

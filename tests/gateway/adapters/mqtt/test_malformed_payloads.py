@@ -5,6 +5,7 @@ reason, and good data keeps flowing."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from microfactory.gateway.adapters.base import ConnectionState
+from microfactory.gateway.adapters.base import AdapterContext, ConnectionState
 from microfactory.gateway.adapters.mqtt.adapter import MqttAdapter
 from microfactory.gateway.config import PipelineSettings, SiteConfig, parse_site_config
 from microfactory.gateway.errors import PayloadError
@@ -196,7 +197,14 @@ def _dumpable(d: object) -> bool:
 def test_fuzzed_messages_never_crash_and_are_accounted(topic: str, payload: bytes) -> None:
     site = _fuzz_site()
     emitter = Recorder()
-    adapter = MqttAdapter(site.adapters[0], site=site, emitter=emitter)  # type: ignore[arg-type]
+    context = AdapterContext(
+        site=site.site,
+        machines=frozenset(m.id for m in site.machines),
+        emitter=emitter,
+        logger=logging.getLogger("fuzz"),
+        state_dir=Path("/nonexistent"),
+    )
+    adapter = MqttAdapter(site.adapters[0], context)  # type: ignore[arg-type]
     adapter._handle(topic, payload, None)
     # one message, one outcome: its samples went on, or it was dead-lettered with a reason
     assert emitter.acks == 1
