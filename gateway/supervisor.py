@@ -10,9 +10,10 @@ does the rest the same way for every protocol:
   away, with the reason in words;
 - with ``stale_after_s``, notices a connection that is up but silent (a device that stopped
   publishing), and reports that silence as a gap when data comes back;
-- logs one line per state change: the first failure is a warning, the same failure again
-  is debug, the recovery says how long the source was away;
-- ``stop`` finishes within its timeout, cancelling the session if it must.
+- logs one line per state change: the first failure is a warning (an unexpected exception:
+  an error with its traceback), the same failure again is debug, the recovery says how long
+  the source was away;
+- ``stop`` finishes within its timeout, cancelling a connect or a session that hangs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from .adapters.base import AdapterContext, ConnectionState
 
@@ -68,7 +69,12 @@ def describe_error(err: BaseException) -> str:
 
 
 class ConnectionSupervisor:
-    """Keeps one adapter connected; many may run at once (all state on the instance)."""
+    """Keeps one adapter connected; many may run at once (all state on the instance).
+
+    ``connect`` opens a session and returns its :class:`Connection`, or raises one of
+    ``errors`` (an expected failure: the source is away) or anything else (a bug: logged with
+    its traceback, counted in ``internal_errors``, and retried all the same).
+    """
 
     def __init__(
         self,
@@ -83,6 +89,10 @@ class ConnectionSupervisor:
         stale_after_s: float | None = None,
         reconnect_when_stale: bool = False,
     ) -> None:
+        if connect_timeout_s <= 0:
+            raise ValueError(f"connect_timeout_s must be > 0, got {connect_timeout_s!r}")
+        if stale_after_s is not None and stale_after_s <= 0:
+            raise ValueError(f"stale_after_s must be > 0 or None, got {stale_after_s!r}")
         self._context = context
         self._log = context.logger
         self.name = name
@@ -97,6 +107,7 @@ class ConnectionSupervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._deadline: float | None = None  # loop time by which stop() must be done
         self._reconnect_reason: str | None = None
         self._last_data = 0.0  # time.monotonic() of the last data seen
         self._stale_since_ns: int | None = None
@@ -109,6 +120,7 @@ class ConnectionSupervisor:
     # ------------------------------------------------------------------ adapter's API
     @property
     def state(self) -> ConnectionState | None:
+        """The last state reported (None before ``start``)."""
         return self._state
 
     async def start(self) -> None:
@@ -118,16 +130,22 @@ class ConnectionSupervisor:
 
     async def stop(self, timeout_s: float) -> None:
         """End the session and the supervision within ``timeout_s``; report ``stopped``."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + max(0.0, timeout_s)
         self._stopping.set()
         self._wake.set()
         task = self._task
-        if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), timeout_s)
-            except TimeoutError:
+        if task is not None and not task.done():
+            # most of the time for a clean close, the rest for a cancelled one to unwind
+            graceful = max(0.0, timeout_s * 0.8)
+            await asyncio.wait({task}, timeout=graceful)
+            if not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.wait({task}, timeout=max(0.0, self._deadline - loop.time()))
+            if not task.done():
+                self._log.warning("%s: session did not end within %.1f s", self.name, timeout_s)
+        if self._state != "stopped":
+            self._log.info("%s: stopped", self.name)
         self._set_state("stopped")
 
     def data_seen(self) -> None:
@@ -143,18 +161,56 @@ class ConnectionSupervisor:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     # ------------------------------------------------------------------ the loop
+    def _remaining(self, at_most: float) -> float:
+        """``at_most`` seconds, or less if stop() set a deadline that comes sooner."""
+        if self._deadline is None or self._loop is None:
+            return at_most
+        return max(0.0, min(at_most, self._deadline - self._loop.time()))
+
+    async def _open(self) -> Connection | None:
+        """One connect attempt, abandoned when stop() is called; None when stopping."""
+        attempt: asyncio.Future[Connection] = asyncio.ensure_future(self._connect())
+        stopping: asyncio.Future[object] = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {cast("asyncio.Future[object]", attempt), stopping},
+                timeout=self._connect_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stopping.cancel()
+            if not attempt.done():
+                attempt.cancel()
+        if attempt in done:
+            connection: Connection = attempt.result()  # raises what connect raised
+            if self._stopping.is_set():
+                await self._close(connection)
+                return None
+            return connection
+        if self._stopping.is_set():
+            await asyncio.wait({attempt}, timeout=self._remaining(1.0))
+            if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+                await self._close(attempt.result())
+            return None
+        # let the cancelled attempt clean up
+        await asyncio.wait({attempt}, timeout=self._remaining(1.0))
+        raise TimeoutError(f"no connection within {self._connect_timeout_s:g} s")
+
     async def _supervise(self) -> None:
         down_since: int | None = None
         reason = "never connected"
         while not self._stopping.is_set():
             self._set_state("connecting")
             connection: Connection | None = None
+            internal: Exception | None = None
             try:
-                connection = await asyncio.wait_for(self._connect(), self._connect_timeout_s)
+                connection = await self._open()
             except self._errors as err:
                 reason = describe_error(err)
             except Exception as err:  # top-level supervisor: a bug must not end the adapter
-                reason = self._internal(err, "connecting")
+                reason, internal = self._internal(err), err
+            if self._stopping.is_set():
+                break
             if connection is not None:
                 self.sessions += 1
                 now = self._context.clock()
@@ -173,30 +229,41 @@ class ConnectionSupervisor:
                 self._last_failure = None
                 self._set_state("connected")
                 self.backoff.reset()
-                reason = await self._serve(connection)
+                reason, internal, silent_since = await self._serve(connection)
                 if self._stopping.is_set():
                     break
+                if silent_since is not None:
+                    down_since = silent_since  # the gap covers the silence before the drop
             if down_since is None:
                 down_since = self._context.clock()
             self.failures += 1
             self._set_state("disconnected")
             delay = self.backoff.next_delay()
-            if reason != self._last_failure:
-                self._log.warning("%s: %s; retrying in %.1f s", self.name, reason, delay)
-                self._last_failure = reason
-            else:
+            if reason == self._last_failure:
                 self._log.debug("%s: %s again; retrying in %.1f s", self.name, reason, delay)
+            elif internal is not None:
+                self._log.error(
+                    "%s: %s; retrying in %.1f s", self.name, reason, delay, exc_info=internal
+                )
+            else:
+                self._log.warning("%s: %s; retrying in %.1f s", self.name, reason, delay)
+            self._last_failure = reason
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
-    async def _serve(self, connection: Connection) -> str:
-        """Run one session until it ends, a reconnect is asked for, or the adapter stops."""
+    async def _serve(self, connection: Connection) -> tuple[str, Exception | None, int | None]:
+        """Run one session until it ends, a reconnect is asked for, or the adapter stops.
+
+        Returns why it ended, the unexpected exception if that was the cause, and when the
+        source went silent if the session was stale when it ended.
+        """
         self._last_data = time.monotonic()
         self._reconnect_reason = None
         self._wake.clear()
         run = asyncio.create_task(connection.run(), name=f"session:{self.name}")
         watch = asyncio.create_task(self._watch(), name=f"watch:{self.name}")
         reason = "session ended"
+        internal: Exception | None = None
         try:
             await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
             if run.done():
@@ -205,48 +272,51 @@ class ConnectionSupervisor:
                 except self._errors as err:
                     reason = describe_error(err)
                 except Exception as err:  # top-level supervisor
-                    reason = self._internal(err, "in session")
+                    reason, internal = self._internal(err), err
             else:
                 reason = self._reconnect_reason or "stopping"
         finally:
             for task in (run, watch):
                 task.cancel()
-            await asyncio.gather(run, watch, return_exceptions=True)
-            quiet_errors: tuple[type[BaseException], ...] = (TimeoutError, *self._errors)
-            try:
-                await asyncio.wait_for(connection.close(), 5.0)
-            except quiet_errors as err:
-                self._log.debug("%s: closing the session: %s", self.name, describe_error(err))
-            except Exception as err:  # top-level supervisor
-                self._internal(err, "closing")
-            if self._stale_since_ns is not None:
-                self._stale_since_ns = None  # the outage's gap covers the silence too
-        return reason
+            await asyncio.wait({run, watch}, timeout=self._remaining(5.0))
+            await self._close(connection)
+        silent_since, self._stale_since_ns = self._stale_since_ns, None
+        return reason, internal, silent_since
+
+    async def _close(self, connection: Connection) -> None:
+        """Close a session, within 5 s (less when stopping); a failure is only worth debug."""
+        quiet_errors: tuple[type[BaseException], ...] = (TimeoutError, *self._errors)
+        try:
+            await asyncio.wait_for(connection.close(), self._remaining(5.0))
+        except quiet_errors as err:
+            self._log.debug("%s: closing the session: %s", self.name, describe_error(err))
+        except Exception as err:  # top-level supervisor
+            self.internal_errors += 1
+            self._log.error("%s: unexpected error closing the session", self.name, exc_info=err)
 
     async def _watch(self) -> None:
         """Wake on stop or a reconnect request; mark the connection stale when it goes quiet."""
         while True:
-            wait = self._stale_after_s / 4 if self._stale_after_s else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
             if self._stopping.is_set() or self._reconnect_reason is not None:
                 return
             self._wake.clear()
-            if self._stale_after_s is None or self._stale_since_ns is not None:
-                continue
-            quiet = time.monotonic() - self._last_data
-            if quiet >= self._stale_after_s:
-                self._stale_since_ns = self._context.clock() - int(quiet * 1e9)
-                self._log.warning("%s: no data for %.0f s", self.name, quiet)
-                self._set_state("stale")
-                if self._reconnect_when_stale:
-                    self._reconnect_reason = f"no data for {quiet:.0f} s"
-                    return
+            if self._stale_after_s is not None and self._stale_since_ns is None:
+                quiet = time.monotonic() - self._last_data
+                if quiet >= self._stale_after_s:
+                    self._stale_since_ns = self._context.clock() - int(quiet * 1e9)
+                    self._log.warning("%s: no data for %.0f s", self.name, quiet)
+                    self._set_state("stale")
+                    if self._reconnect_when_stale:
+                        self._reconnect_reason = f"no data for {quiet:.0f} s"
+                        return
+            wait = self._stale_after_s / 4 if self._stale_after_s else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     def _fresh(self) -> None:
         """Data after a stale spell: the silence becomes a gap, the connection is live again."""
         since = self._stale_since_ns
-        if since is None:
+        if since is None or self._state != "stale":
             return
         self._stale_since_ns = None
         now = self._context.clock()
@@ -261,7 +331,7 @@ class ConnectionSupervisor:
             self._state = state
             self._context.emitter.connection(self.name, state)
 
-    def _internal(self, err: Exception, when: str) -> str:
+    def _internal(self, err: Exception) -> str:
+        """Count an unexpected exception; the caller logs it once, with its traceback."""
         self.internal_errors += 1
-        self._log.error("%s: unexpected error %s", self.name, when, exc_info=err)
         return f"internal error: {describe_error(err)}"

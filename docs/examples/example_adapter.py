@@ -2,8 +2,10 @@
 
 Many small machines (energy meters, printer controllers, PLC gateways) expose a status page as
 JSON. This adapter reads one such URL every ``interval_s`` and maps paths of the answer to
-signals. It is the worked example of docs/writing-an-adapter.md and runs for real in
-tests/docs/test_docs_examples.py; copy it as the start of your own adapter.
+signals. It is the worked example of docs/writing-an-adapter.md: it imports from the adapter
+SDK (``microfactory.gateway.sdk``) only, runs for real in tests/docs/test_docs_examples.py and
+passes the conformance kit in tests/docs/test_example_conformance.py; copy it as the start of
+your own adapter.
 
 Signals it emits: whatever ``points`` map, for the one ``machine``; plus ``gap`` markers
 (through the emitter) after the device was unreachable.
@@ -12,23 +14,26 @@ Signals it emits: whatever ``points`` map, for the one ``machine``; plus ``gap``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 import math
-import time
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from microfactory.gateway.adapters.base import AdapterConfigBase, AdapterContext, AdapterPlugin
-from microfactory.gateway.errors import PayloadError
-from microfactory.gateway.sample import RawSample
-from microfactory.gateway.units import check_unit
+from microfactory.gateway.sdk import (
+    AdapterConfigBase,
+    AdapterContext,
+    AdapterPlugin,
+    Backoff,
+    ConnectionSupervisor,
+    PayloadError,
+    RawSample,
+    check_unit,
+    scaled,
+)
 
-log = logging.getLogger(__name__)
 _MISSING = object()
 
 
@@ -118,8 +123,7 @@ def decode(config: HttpJsonAdapterConfig, body: bytes, received_ns: int) -> list
         value = _get(doc, point.path)
         if value is _MISSING:
             continue  # a device may leave out what it has nothing to say about
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = value * point.scale + point.offset
+        value = scaled(value, point.scale, point.offset)  # numbers only; text as it came
         origin = f"{config.url}#{point.path}"
         samples.append(
             RawSample(config.machine, point.signal, value, point.unit, ts_ns, "good", origin)
@@ -131,86 +135,89 @@ def decode(config: HttpJsonAdapterConfig, body: bytes, received_ns: int) -> list
 
 
 # ------------------------------------------------------------------------------ the adapter
+class _Session:
+    """One reachable device: ``run`` polls it until an answer fails; ``close`` lets it go."""
+
+    def __init__(self, adapter: HttpJsonAdapter, client: httpx.AsyncClient, first: bytes) -> None:
+        self._adapter = adapter
+        self._client = client
+        self._first: bytes | None = first
+
+    async def run(self) -> str:
+        """Hand over the answer that proved the device up, then poll; raise when it fails."""
+        cfg = self._adapter.config
+        while True:
+            if self._first is not None:
+                body, self._first = self._first, None
+            else:
+                await asyncio.sleep(cfg.interval_s)
+                body = await self._adapter.fetch(self._client)
+            await self._adapter.hand_over(body)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
 class HttpJsonAdapter:
-    """Polls one URL; many instances may run at once, so all state lives on the instance."""
+    """Polls one URL; many instances may run at once, so all state lives on the instance.
+
+    The SDK's supervisor does the connection work every adapter needs the same way
+    (connection states, capped jittered backoff, the gap after an outage, a bounded stop);
+    this class only says how to reach the device (``_connect``) and what to do with an answer.
+    """
 
     def __init__(self, config: HttpJsonAdapterConfig, context: AdapterContext) -> None:
         # No I/O here: the gateway builds every adapter before any of them connects.
         self.config = config
-        self._emitter = context.emitter
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._context = context
         self.polls = 0
+        self.supervisor = ConnectionSupervisor(
+            context,
+            name=config.name,
+            machines=[config.machine],
+            connect=self._connect,
+            errors=(httpx.HTTPError,),  # unreachable or unhappy device: an outage, not a bug
+            connect_timeout_s=config.timeout_s * 2,
+            backoff=Backoff(
+                initial_s=min(0.5, config.reconnect_max_s), max_s=config.reconnect_max_s
+            ),
+        )
 
     async def start(self) -> None:
-        """Return at once; connecting and polling happen in the background task."""
-        self._task = asyncio.create_task(self._run(), name=f"http_json:{self.config.name}")
+        """Return at once; connecting and polling happen in the supervisor's task."""
+        await self.supervisor.start()
 
     async def stop(self, timeout_s: float) -> None:
         """Finish the current poll, but never take longer than ``timeout_s``."""
-        self._stopping.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-        self._emitter.connection(self.config.name, "stopped")
+        await self.supervisor.stop(timeout_s)
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake at once when stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+    async def _connect(self) -> _Session:
+        """The device is up when it answers: the first answer opens the session."""
+        client = httpx.AsyncClient(timeout=self.config.timeout_s)
+        try:
+            first = await self.fetch(client)
+        except BaseException:
+            await client.aclose()
+            raise
+        return _Session(self, client, first)
 
-    async def _run(self) -> None:
-        cfg = self.config
-        delay = min(0.5, cfg.reconnect_max_s)
-        down_since: int | None = None
-        reason = ""
-        connected = False
-        self._emitter.connection(cfg.name, "connecting")
-        async with httpx.AsyncClient(timeout=cfg.timeout_s) as client:
-            while not self._stopping.is_set():
-                try:
-                    response = await client.get(cfg.url)
-                    response.raise_for_status()
-                except httpx.HTTPError as err:
-                    # Unreachable or unhappy device: a connection problem, not bad data.
-                    # Say so (connection state now, a gap once it is back) and back off.
-                    if down_since is None:
-                        down_since = time.time_ns()
-                        reason = f"{type(err).__name__}: {err}"
-                    if connected or self.polls == 0:
-                        log.warning(
-                            "http_json adapter %s: %s: %s", cfg.name, type(err).__name__, err
-                        )
-                    connected = False
-                    self._emitter.connection(cfg.name, "disconnected")
-                    self.polls += 1
-                    await self._pause(delay)
-                    delay = min(delay * 2, cfg.reconnect_max_s)
-                    continue
-                received_ns = time.time_ns()
-                self.polls += 1
-                if not connected:
-                    connected = True
-                    self._emitter.connection(cfg.name, "connected")
-                    log.info("http_json adapter %s: reading %s", cfg.name, cfg.url)
-                if down_since is not None:
-                    self._emitter.gap(cfg.machine, down_since, received_ns, reason)
-                    down_since = None
-                delay = min(0.5, cfg.reconnect_max_s)
-                await self._hand_over(response.content, received_ns)
-                await self._pause(cfg.interval_s)
+    async def fetch(self, client: httpx.AsyncClient) -> bytes:
+        """One GET; an HTTP error status raises like a refused connection does."""
+        self.polls += 1
+        response = await client.get(self.config.url)
+        response.raise_for_status()
+        return response.content
 
-    async def _hand_over(self, body: bytes, received_ns: int) -> None:
+    async def hand_over(self, body: bytes) -> None:
         """Give one answer to the gateway and wait until it is on disk.
 
         HTTP has no acknowledgement to delay, but waiting for ``ack`` before the next poll
         keeps at most one answer in memory: when the disk is slow, polling slows down instead
         of queueing without bound.
         """
+        received_ns = self._context.clock()  # UTC ns, the context's clock (tests may fake it)
+        self.supervisor.data_seen()
+        emitter = self._context.emitter
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
 
@@ -220,14 +227,18 @@ class HttpJsonAdapter:
         try:
             samples = decode(self.config, body, received_ns)
         except PayloadError as err:
-            self._emitter.dead_letter(self.config.name, self.config.url, str(err), body, ack)
+            emitter.dead_letter(self.config.name, self.config.url, str(err), body, ack)
         except Exception as err:  # top-level guard: bad input must never kill the adapter
-            log.exception("http_json adapter %s: unexpected error", self.config.name)
+            self._context.logger.exception("unexpected error decoding %s", self.config.url)
             reason = f"internal error: {err!r}"
-            self._emitter.dead_letter(self.config.name, self.config.url, reason, body, ack)
+            emitter.dead_letter(self.config.name, self.config.url, reason, body, ack)
         else:
-            self._emitter.submit(samples, ack)
-        await done.wait()  # stop() bounds this wait: it cancels the task after its timeout
+            emitter.submit(samples, ack)
+        await done.wait()  # stop() bounds this wait: it cancels the session after its timeout
 
 
-plugin = AdapterPlugin(config_model=HttpJsonAdapterConfig, load=lambda: HttpJsonAdapter)
+plugin = AdapterPlugin(
+    config_model=HttpJsonAdapterConfig,
+    load=lambda: HttpJsonAdapter,
+    requirements=("httpx",),
+)

@@ -145,6 +145,7 @@ class _Device:
             return sum(1 for k, _ in self.served if k == kind)
 
 
+@pytest.mark.integration  # a real gateway polling an HTTP device on 127.0.0.1
 @pytest.mark.usefixtures("example_adapter")
 async def test_example_adapter_collects_through_a_real_gateway(tmp_path: Path) -> None:
     script = ["ok", "ok", "garbage", "ok", "down", "down", "ok", "ok"]

@@ -8,8 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from ...units import check_unit
-from ..base import AdapterConfigBase
+from ...sdk import AdapterConfigBase, check_unit
 
 _NODE = re.compile(r"^(?:nsu=(?P<uri>[^;]+);)?(?P<kind>[isgb])=(?P<ident>.+)$", re.DOTALL)
 
@@ -18,15 +17,35 @@ class NodeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     node: str = Field(
-        description="'nsu=<namespace URI>;s=Name', or 's=Name' / 'i=123' in the adapter's namespace_uri"
+        description=(
+            "`nsu=<namespace URI>;s=Name`, or `s=Name` / `i=123` / `g=…` / `b=…` in"
+            " the adapter's `namespace_uri`. `ns=<index>` is refused."
+        )
     )
-    signal: str
-    unit: str | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    mode: Literal["subscribe", "poll"] = "subscribe"
-    sampling_interval_ms: float = Field(default=100.0, ge=0)
-    poll_interval_ms: float = Field(default=1000.0, ge=10)
+    signal: str = Field(
+        description="Signal name: from the vocabulary (see the wire contract) or your own."
+    )
+    unit: str | None = Field(
+        default=None,
+        description=(
+            "Unit the server reports in; converted to the signal's canonical unit. "
+            "Checked at load time. Unset: already canonical."
+        ),
+    )
+    scale: float = Field(
+        default=1.0, description="Multiply numeric values (before unit conversion)."
+    )
+    offset: float = Field(default=0.0, description="Add to numeric values after `scale`.")
+    mode: Literal["subscribe", "poll"] = Field(
+        default="subscribe",
+        description="`subscribe`: monitored item (data changes). `poll`: read every `poll_interval_ms`.",
+    )
+    sampling_interval_ms: float = Field(
+        default=100.0, ge=0, description="Server-side sampling interval of the monitored item."
+    )
+    poll_interval_ms: float = Field(
+        default=1000.0, ge=10, description="Read interval for `mode: poll`."
+    )
 
     @field_validator("node")
     @classmethod
@@ -54,19 +73,53 @@ class NodeSpec(BaseModel):
 
 
 class OpcUaAdapterConfig(AdapterConfigBase):
-    type: Literal["opcua"] = "opcua"
-    machine: str
-    endpoint: str
-    namespace_uri: str | None = Field(
-        default=None, description="namespace of node ids without nsu= (none: namespace 0)"
+    type: Literal["opcua"] = Field(default="opcua", description="`opcua`.")
+    name: str = Field(
+        description="Adapter name, unique in the file; used in logs, dead letters and the health counters."
     )
-    publishing_interval_ms: float = Field(default=100.0, gt=0)
-    queue_size: int = Field(default=100, ge=0, description="server-side queue per monitored item")
-    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    machine: str = Field(description="The machine (declared under `machines`) all nodes belong to.")
+    endpoint: str = Field(description="`opc.tcp://HOST:PORT[/path]`.")
+    namespace_uri: str | None = Field(
+        default=None,
+        description=(
+            "Namespace URI of node ids written without `nsu=`; unset: namespace 0. "
+            "Resolved to an index at every connect (indexes may change)."
+        ),
+    )
+    publishing_interval_ms: float = Field(
+        default=100.0, gt=0, description="Publishing interval of the one subscription per session."
+    )
+    queue_size: int = Field(
+        default=100,
+        ge=0,
+        description="Server-side queue per monitored item: data changes kept between two publishes.",
+    )
+    timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description=(
+            "Timeout of connecting and of every read; a read that times out ends "
+            "the session and starts a reconnect."
+        ),
+    )
     # with timeout_s, bounds how long data stays away after the server is back (<= 30 s)
-    reconnect_max_s: float = Field(default=10.0, ge=1, le=600)
-    watchdog_s: float = Field(default=2.0, gt=0, le=60)
-    nodes: list[NodeSpec] = Field(min_length=1)
+    reconnect_max_s: float = Field(
+        default=10.0,
+        ge=1,
+        le=600,
+        description="Longest pause between reconnect attempts (the pause doubles from 0.5 s).",
+    )
+    watchdog_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description=(
+            "How often the session is probed (reads the server state): a blackholed"
+            " network is noticed within `watchdog_s + timeout_s`."
+        ),
+    )
+    nodes: list[NodeSpec] = Field(min_length=1, description="The nodes to read (at least one).")
 
     @field_validator("endpoint")
     @classmethod
