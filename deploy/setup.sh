@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a checkout for running microfactory: a venv in .venv with the package installed.
-#   bash deploy/setup.sh            # runtime only (the demo)
-#   bash deploy/setup.sh --test     # + test tools, and the Debian servers the tests start
+#   bash deploy/setup.sh            # every program and the demo: pip install -e '.[all]'
+#   bash deploy/setup.sh --test     # + test tools ('.[test]'), and the Debian servers the tests start
 # Idempotent: a second run only checks. Works on Debian bookworm / Raspberry Pi OS (arm64, armhf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +42,7 @@ if [[ ! -e "$stamp" ]]; then
     if (( want_test )); then
         .venv/bin/python -m pip install -q -e '.[test]'
     else
-        .venv/bin/python -m pip install -q -e .
+        .venv/bin/python -m pip install -q -e '.[all]'
     fi
     rm -f .venv/.installed-*
     touch "$stamp"

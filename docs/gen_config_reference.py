@@ -8,8 +8,8 @@ filled with that file, so the examples shown are the examples the tests load. Ea
 between ``<!-- BEGIN GENERATED: name -->`` and ``<!-- END GENERATED: name -->``
 in ``docs/site-config.md`` or ``docs/wire-contract.md``; everything outside the markers is
 written by hand. Types, defaults and limits come from the pydantic models and the contract;
-the meaning of each field comes from ``MEANINGS`` below (or the field's own ``description``),
-and a field with neither fails the run: a new config field is not done until it is explained.
+the meaning of each field is its model's ``Field(description=...)``, and a config field
+without one fails the run: a new config field is not done until it is explained.
 """
 
 from __future__ import annotations
@@ -35,176 +35,7 @@ from microfactory import contract  # noqa: E402
 from microfactory.gateway import config as gc  # noqa: E402
 from microfactory.gateway.adapters.mqtt import config as mq  # noqa: E402
 from microfactory.gateway.adapters.opcua import config as ua  # noqa: E402
-from microfactory.mqtt.settings import MqttSettings  # noqa: E402
-
-# The meaning of a field, by "Model.field", where the model's own description is not enough.
-MEANINGS: dict[str, str] = {
-    # top level
-    "SiteConfig.site": "Site id: the `site` tag on every point and a level of the MES topics. "
-    "Lowercase letters, digits, `-`, `_`, `.`.",
-    "SiteConfig.machines": "The machines of the workshop (at least one). Adapters may only "
-    "produce samples for machines declared here.",
-    "SiteConfig.adapters": "Connections to machines; each entry's `type` picks the adapter "
-    "(`opcua`, `mqtt`, or any installed through the `microfactory.adapters` entry point).",
-    "SiteConfig.mqtt": "The shared broker. Filled with the defaults when an `mqtt` adapter or "
-    "`mes_link:` needs a broker and the section is absent.",
-    "SiteConfig.influxdb": "Where telemetry goes. Absent: the local history is the only store.",
-    "SiteConfig.local_history": "The embedded SQLite history.",
-    "SiteConfig.spool": "The on-disk store-and-forward buffer between pipeline and sinks.",
-    "SiteConfig.pipeline": "Validation limits of the normalisation stage.",
-    "SiteConfig.health": "Health endpoint settings (see the note under *health*).",
-    "SiteConfig.mes_link": "The MES link. Absent: no context tags, no machine events.",
-    # machines
-    "MachineConfig.id": "Machine id: the `machine` tag in InfluxDB and an MQTT topic level. "
-    "Lowercase letters, digits, `-`, `_`, `.`, at most 64 characters; unique.",
-    "MachineConfig.kind": "What the machine is (`cnc_mill`, `laser_cutter`, …); free text, "
-    "for people and dashboards.",
-    "MachineConfig.name": "Display name.",
-    "MachineConfig.nominal_power_w": "Rated power in W, for people and dashboards.",
-    # mqtt
-    "MqttSettings.url": "`mqtt://HOST[:PORT]` (1883) or `mqtts://HOST[:PORT]` (TLS, 8883).",
-    "MqttSettings.client_id": "Base client id; each MQTT adapter connects as "
-    "`<client_id>-<adapter name>`, the MES link as `<client_id>-mes`. Keep it stable: the "
-    "broker keeps persistent sessions by client id.",
-    "MqttSettings.username": "Broker user (used by adapters without their own `broker`).",
-    "MqttSettings.password": "Broker password; prefer `MICROFACTORY_MQTT__PASSWORD`.",
-    "MqttSettings.keepalive_s": "MQTT keep-alive of the MES link's connection, in seconds "
-    "(the MQTT adapters use 30 s).",
-    # influxdb
-    "InfluxSettings.api": "`v1`: InfluxDB 1.x `/write` (Debian's `influxdb`). `v2`: InfluxDB "
-    "2.x/3.x or anything serving `/api/v2/write`, through influxdb-client.",
-    "InfluxSettings.url": "Base URL, `http://HOST:PORT` or `https://…` (trailing `/` removed).",
-    "InfluxSettings.database": "v1: database to write to (required; created at start if missing).",
-    "InfluxSettings.retention_policy": "v1: retention policy (`rp`); none: the database's default.",
-    "InfluxSettings.username": "v1: user, when authentication is on.",
-    "InfluxSettings.password": "v1: password; prefer `MICROFACTORY_INFLUXDB__PASSWORD`.",
-    "InfluxSettings.org": "v2: organisation (required).",
-    "InfluxSettings.bucket": "v2: bucket (required).",
-    "InfluxSettings.token": "v2: API token; prefer `MICROFACTORY_INFLUXDB__TOKEN`.",
-    "InfluxSettings.batch_size": "Most points per write request.",
-    "InfluxSettings.timeout_s": "HTTP timeout of one write, in seconds.",
-    # local history
-    "LocalHistorySettings.enabled": "`true`/`false` forces it on or off; unset: on exactly "
-    "when there is no `influxdb:`.",
-    "LocalHistorySettings.path": "SQLite file (directories are created).",
-    "LocalHistorySettings.retention_days": "Points older than this are deleted (checked hourly).",
-    # spool
-    "SpoolSettings.path": "SQLite file of the spool (WAL mode; directories are created). "
-    "Dead letters and quarantined points are kept in it too.",
-    "SpoolSettings.max_bytes": "Disk quota (default 1 GiB, at least 1 MiB).",
-    "SpoolSettings.max_age_s": "Samples spooled longer ago than this are dropped and counted "
-    "(default 7 days).",
-    "SpoolSettings.overflow": "At the quota: `drop_oldest` deletes the oldest tenth and counts "
-    "it per sink; `stop_accepting` refuses new samples and counts them as refused.",
-    "SpoolSettings.durability": "`full`: a committed sample survives a power cut (SQLite "
-    "`synchronous=FULL`). `normal`: survives a crash of the gateway, may lose the last "
-    "commits on power loss, and costs less flash wear.",
-    "SpoolSettings.commit_interval_ms": "Accepted but not used yet (the pipeline commits "
-    "whatever has arrived as soon as the previous commit is done).",
-    # pipeline
-    "PipelineSettings.min_timestamp_ns": "Samples stamped before this (UTC ns; default "
-    "2000-01-01) are dead-lettered: a machine clock that was never set.",
-    "PipelineSettings.max_future_s": "Samples stamped more than this many seconds ahead of "
-    "the gateway's clock are dead-lettered.",
-    "PipelineSettings.max_text_length": "Longest accepted text value (`state`, `program`), in "
-    "characters.",
-    # health
-    "HealthSettings.host": "Address for the health endpoint.",
-    "HealthSettings.port": "Port for the health endpoint (0: any free port).",
-    "HealthSettings.enabled": "Serve the health endpoint.",
-    # mes link
-    "MesLinkSettings.events": "Publish machine events (state changes, parts, gaps) for the "
-    "MES. `false`: only subscribe to the context and tag samples with it.",
-    "MesLinkSettings.client_id": "Client id of the MES link's persistent session; unset: "
-    "`<mqtt.client_id>-mes`.",
-    "MesLinkSettings.protocol": "MQTT version of the persistent session: `3.1.1` (clean "
-    "session off; every broker) or `5` (session expiry below).",
-    "MesLinkSettings.session_expiry_s": "MQTT 5 only: how long the broker keeps the session "
-    "(and queued context) while the gateway is away.",
-    "MesLinkSettings.publish_timeout_s": "How long to wait for the broker's PUBACKs of a "
-    "batch of events before retrying it.",
-    "MesLinkSettings.connect_wait_s": "At start, wait this long for the retained contexts so "
-    "the first samples are already tagged.",
-    "MesLinkSettings.hold_s": "A part is held until its energy and good/scrap counters have "
-    "been seen, or the machine's data has moved on by this many seconds.",
-    "MesLinkSettings.batch_size": "Most spooled samples turned into events at once.",
-    "MesLinkSettings.state_path": "Where the event deriver's memory (last counters per "
-    "machine) is saved after each batch; default `mes-events-state.json` next to the spool.",
-    # opcua
-    "OpcUaAdapterConfig.type": "`opcua`.",
-    "OpcUaAdapterConfig.name": "Adapter name, unique in the file; used in logs, dead letters "
-    "and the health counters.",
-    "OpcUaAdapterConfig.machine": "The machine (declared under `machines`) all nodes belong to.",
-    "OpcUaAdapterConfig.endpoint": "`opc.tcp://HOST:PORT[/path]`.",
-    "OpcUaAdapterConfig.publishing_interval_ms": "Publishing interval of the one subscription "
-    "per session.",
-    "OpcUaAdapterConfig.timeout_s": "Timeout of connecting and of every read; a read that "
-    "times out ends the session and starts a reconnect.",
-    "OpcUaAdapterConfig.reconnect_max_s": "Longest pause between reconnect attempts (the "
-    "pause doubles from 0.5 s).",
-    "OpcUaAdapterConfig.watchdog_s": "How often the session is probed (reads the server "
-    "state): a blackholed network is noticed within `watchdog_s + timeout_s`.",
-    "OpcUaAdapterConfig.nodes": "The nodes to read (at least one).",
-    "OpcUaAdapterConfig.namespace_uri": "Namespace URI of node ids written without `nsu=`; "
-    "unset: namespace 0. Resolved to an index at every connect (indexes may change).",
-    "OpcUaAdapterConfig.queue_size": "Server-side queue per monitored item: data changes kept "
-    "between two publishes.",
-    "NodeSpec.node": "`nsu=<namespace URI>;s=Name`, or `s=Name` / `i=123` / `g=…` / `b=…` in "
-    "the adapter's `namespace_uri`. `ns=<index>` is refused.",
-    "NodeSpec.signal": "Signal name: from the vocabulary (see the wire contract) or your own.",
-    "NodeSpec.unit": "Unit the server reports in; converted to the signal's canonical unit. "
-    "Checked at load time. Unset: already canonical.",
-    "NodeSpec.scale": "Multiply numeric values (before unit conversion).",
-    "NodeSpec.offset": "Add to numeric values after `scale`.",
-    "NodeSpec.mode": "`subscribe`: monitored item (data changes). `poll`: read every "
-    "`poll_interval_ms`.",
-    "NodeSpec.sampling_interval_ms": "Server-side sampling interval of the monitored item.",
-    "NodeSpec.poll_interval_ms": "Read interval for `mode: poll`.",
-    # mqtt adapter
-    "MqttAdapterConfig.type": "`mqtt`.",
-    "MqttAdapterConfig.name": "Adapter name, unique in the file; part of the client id.",
-    "MqttAdapterConfig.broker": "This adapter's own broker URL; unset: the site's `mqtt.url` "
-    "(`mqtt.username`/`password` are only used with the site's broker).",
-    "MqttAdapterConfig.max_payload_bytes": "Larger messages are dead-lettered unread.",
-    "MqttAdapterConfig.subscriptions": "Topic filters and how to read their payloads (at "
-    "least one).",
-    "MqttAdapterConfig.client_id": "Client id; unset: `<mqtt.client_id>-<name>`. Keep it "
-    "stable, the broker keys the persistent session on it.",
-    "MqttAdapterConfig.persistent_session": "Connect with clean session off, so the broker "
-    "keeps QoS 1 messages while the gateway is away (up to its queue limit).",
-    "Subscription.topic": "MQTT topic filter with `+`/`#` wildcards; a whole level may be "
-    "`{machine}` or `{signal}`, which matches like `+` and captures the level.",
-    "Subscription.signals": "Rename captured `{signal}` levels, e.g. `energy_total: "
-    "energy_active`; levels not listed are used as they are.",
-    "FieldSpec.path": "Dotted path into the JSON object, e.g. `power.value`; digits index "
-    "arrays (`phases.0`). A missing field is skipped.",
-    "FieldSpec.unit_path": "Path of a unit given in the payload; wins over `unit` when present "
-    "and text (checked per message: an unconvertible unit is dead-lettered).",
-    "Subscription.machine": "Machine of every message on this topic; or use a `{machine}` "
-    "level (exactly one of the two).",
-    "Subscription.signal": "For `value` subscriptions: the signal; or use a `{signal}` level "
-    "(exactly one of the two).",
-    "Subscription.qos": "Subscription QoS. With 1 or 2 the PUBACK is sent only once the "
-    "samples are in the spool.",
-    "Subscription.format": "Payload format; only `json` today.",
-    "Subscription.timestamp": "Where the source time is.",
-    "Subscription.fields": "Object payload: one entry per JSON field to read.",
-    "Subscription.value": "One value per message (exclusive with `fields`).",
-    "TimestampSpec.path": "Dotted path of the time in the payload; unset: receive time.",
-    "TimestampSpec.format": "`epoch_s`/`_ms`/`_us`/`_ns` numbers, `iso8601` text with a time "
-    "zone, or `auto` (numbers by magnitude, text as ISO 8601).",
-    "FieldSpec.signal": "Signal name.",
-    "FieldSpec.unit": "Unit of the value, converted to the signal's canonical unit (checked at "
-    "load time).",
-    "FieldSpec.scale": "Multiply numeric values (before unit conversion).",
-    "FieldSpec.offset": "Add to numeric values after `scale`.",
-    "ValueSpec.path": "Dotted path of the value; `null`: the whole payload is the value "
-    "(then the receive time is used).",
-    "ValueSpec.unit": "Unit when the payload gives none.",
-    "ValueSpec.unit_path": "Path of a unit in the payload; wins over `unit` when present and text.",
-    "ValueSpec.scale": "Multiply numeric values (before unit conversion).",
-    "ValueSpec.offset": "Add to numeric values after `scale`.",
-}
+from microfactory.mqtt.settings import MqttSettings, TlsSettings  # noqa: E402
 
 # Field meanings of the wire-contract payloads, where the model gives no description.
 PAYLOAD_MEANINGS: dict[str, str] = {
@@ -305,10 +136,9 @@ def field_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
     for name, info in model.model_fields.items():
         if name in skip:
             continue
-        key = f"{model.__name__}.{name}"
-        meaning = MEANINGS.get(key) or info.description
+        meaning = info.description
         if not meaning:
-            missing.append(key)
+            missing.append(f"{model.__name__}.{name}")
             continue
         kind = _type(info.annotation)
         limits = _limits(info)
@@ -316,7 +146,10 @@ def field_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
             kind = f"{kind}, {limits}"
         rows.append(f"| `{name}` | {kind} | {_default(info)} | {meaning} |")
     if missing:
-        raise SystemExit(f"no meaning written for: {', '.join(missing)} (add them to MEANINGS)")
+        raise SystemExit(
+            f"no meaning written for: {', '.join(missing)} "
+            "(give each a Field(description=...) on its model)"
+        )
     return "\n".join(rows)
 
 
@@ -363,6 +196,7 @@ def blocks() -> dict[Path, dict[str, str]]:
             "site": field_table(gc.SiteConfig),
             "machines": field_table(gc.MachineConfig),
             "mqtt": field_table(MqttSettings),
+            "mqtt_tls": field_table(TlsSettings),
             "influxdb": field_table(gc.InfluxSettings),
             "local_history": field_table(gc.LocalHistorySettings),
             "spool": field_table(gc.SpoolSettings),

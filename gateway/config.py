@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic import create_model as _create_model
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from microfactory.mqtt.settings import MqttSettings
+from microfactory.mqtt.settings import MqttSettings, redact_url
 
 from .adapters import config_models
 from .adapters.base import AdapterConfigBase
@@ -38,19 +38,40 @@ class _Section(BaseModel):
 class InfluxSettings(_Section):
     """One InfluxDB: ``v1`` talks to ``/write`` (InfluxDB 1.x), ``v2`` uses influxdb-client."""
 
-    api: Literal["v1", "v2"] = "v2"
-    url: str
+    api: Literal["v1", "v2"] = Field(
+        default="v2",
+        description=(
+            "`v1`: InfluxDB 1.x `/write` (Debian's `influxdb`). `v2`: InfluxDB "
+            "2.x/3.x or anything serving `/api/v2/write`, through influxdb-client."
+        ),
+    )
+    url: str = Field(
+        description="Base URL, `http://HOST:PORT` or `https://…` (trailing `/` removed)."
+    )
     # v1
-    database: str | None = None
-    retention_policy: str | None = None
-    username: str | None = None
-    password: str | None = None
+    database: str | None = Field(
+        default=None,
+        description="v1: database to write to (required; created at start if missing).",
+    )
+    retention_policy: str | None = Field(
+        default=None, description="v1: retention policy (`rp`); none: the database's default."
+    )
+    username: str | None = Field(default=None, description="v1: user, when authentication is on.")
+    password: str | None = Field(
+        default=None, description="v1: password; prefer `MICROFACTORY_INFLUXDB__PASSWORD`."
+    )
     # v2
-    org: str | None = None
-    bucket: str | None = None
-    token: str | None = None
-    batch_size: int = Field(default=5000, ge=1, le=100_000)
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    org: str | None = Field(default=None, description="v2: organisation (required).")
+    bucket: str | None = Field(default=None, description="v2: bucket (required).")
+    token: str | None = Field(
+        default=None, description="v2: API token; prefer `MICROFACTORY_INFLUXDB__TOKEN`."
+    )
+    batch_size: int = Field(
+        default=5000, ge=1, le=100_000, description="Most points per write request."
+    )
+    timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="HTTP timeout of one write, in seconds."
+    )
 
     @field_validator("url")
     @classmethod
@@ -74,17 +95,50 @@ class InfluxSettings(_Section):
 class LocalHistorySettings(_Section):
     """The embedded SQLite history; on by default only when no InfluxDB is configured."""
 
-    enabled: bool | None = None
-    path: Path = Path("data/history.sqlite")
-    retention_days: float = Field(default=30.0, gt=0)
+    enabled: bool | None = Field(
+        default=None,
+        description="`true`/`false` forces it on or off; unset: on exactly when there is no `influxdb:`.",
+    )
+    path: Path = Field(
+        default=Path("data/history.sqlite"), description="SQLite file (directories are created)."
+    )
+    retention_days: float = Field(
+        default=30.0, gt=0, description="Points older than this are deleted (checked hourly)."
+    )
 
 
 class SpoolSettings(_Section):
-    path: Path = Path("data/spool.sqlite")
-    max_bytes: int = Field(default=1 << 30, ge=1 << 20)
-    max_age_s: float = Field(default=7 * 86400.0, gt=0)
-    overflow: Literal["drop_oldest", "stop_accepting"] = "drop_oldest"
-    durability: Literal["full", "normal"] = "full"
+    path: Path = Field(
+        default=Path("data/spool.sqlite"),
+        description=(
+            "SQLite file of the spool (WAL mode; directories are created). Dead "
+            "letters and quarantined points are kept in it too."
+        ),
+    )
+    max_bytes: int = Field(
+        default=1 << 30, ge=1 << 20, description="Disk quota (default 1 GiB, at least 1 MiB)."
+    )
+    max_age_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Samples spooled longer ago than this are dropped and counted (default 7 days).",
+    )
+    overflow: Literal["drop_oldest", "stop_accepting"] = Field(
+        default="drop_oldest",
+        description=(
+            "At the quota: `drop_oldest` deletes the oldest tenth and counts it per"
+            " sink; `stop_accepting` refuses new samples and counts them as "
+            "refused."
+        ),
+    )
+    durability: Literal["full", "normal"] = Field(
+        default="full",
+        description=(
+            "`full`: a committed sample survives a power cut (SQLite "
+            "`synchronous=FULL`). `normal`: survives a crash of the gateway, may "
+            "lose the last commits on power loss, and costs less flash wear."
+        ),
+    )
     commit_interval_ms: int | None = Field(
         default=None,
         ge=1,
@@ -92,6 +146,10 @@ class SpoolSettings(_Section):
         deprecated="has no effect: the pipeline commits what has arrived as soon as the "
         "previous commit is on disk",
         exclude=True,
+        description=(
+            "Accepted but not used yet (the pipeline commits whatever has arrived "
+            "as soon as the previous commit is done)."
+        ),
     )
 
     @field_validator("commit_interval_ms")
@@ -105,15 +163,34 @@ class SpoolSettings(_Section):
 class PipelineSettings(_Section):
     """Sanity limits: a timestamp outside them is a broken clock, not data."""
 
-    min_timestamp_ns: int = 946_684_800_000_000_000  # 2000-01-01
-    max_future_s: float = Field(default=7 * 86400.0, gt=0)
-    max_text_length: int = Field(default=1024, ge=1)
+    min_timestamp_ns: int = Field(
+        default=946_684_800_000_000_000,
+        description=(
+            "Samples stamped before this (UTC ns; default 2000-01-01) are "
+            "dead-lettered: a machine clock that was never set."
+        ),
+    )  # 2000-01-01
+    max_future_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description=(
+            "Samples stamped more than this many seconds ahead of the gateway's "
+            "clock are dead-lettered."
+        ),
+    )
+    max_text_length: int = Field(
+        default=1024,
+        ge=1,
+        description="Longest accepted text value (`state`, `program`), in characters.",
+    )
 
 
 class HealthSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=9108, ge=0, le=65535)
-    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="Address for the health endpoint.")
+    port: int = Field(
+        default=9108, ge=0, le=65535, description="Port for the health endpoint (0: any free port)."
+    )
+    enabled: bool = Field(default=True, description="Serve the health endpoint.")
 
 
 class MesLinkSettings(_Section):
@@ -122,24 +199,91 @@ class MesLinkSettings(_Section):
     Uses the ``mqtt:`` broker. ``events: false`` keeps only the context tagging.
     """
 
-    events: bool = True
-    client_id: str | None = Field(default=None, description="default: <mqtt.client_id>-mes")
-    protocol: Literal["3.1.1", "5"] = Field(
-        default="3.1.1", description="MQTT version of the persistent session"
+    events: bool = Field(
+        default=True,
+        description=(
+            "Publish machine events (state changes, parts, gaps) for the MES. "
+            "`false`: only subscribe to the context and tag samples with it."
+        ),
     )
-    session_expiry_s: int = Field(default=7 * 86400, ge=0, le=2**32 - 1, description="MQTT 5 only")
-    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
-    connect_wait_s: float = Field(default=3.0, ge=0, le=60)
-    hold_s: float = Field(default=60.0, gt=0, le=3600)
-    batch_size: int = Field(default=2000, ge=1, le=100_000)
-    state_path: Path | None = Field(default=None, description="default: next to the spool")
+    client_id: str | None = Field(
+        default=None,
+        description="Client id of the MES link's persistent session; unset: `<mqtt.client_id>-mes`.",
+    )
+    protocol: Literal["3.1.1", "5"] = Field(
+        default="3.1.1",
+        description=(
+            "MQTT version of the persistent session: `3.1.1` (clean session off; "
+            "every broker) or `5` (session expiry below)."
+        ),
+    )
+    session_expiry_s: int = Field(
+        default=7 * 86400,
+        ge=0,
+        le=2**32 - 1,
+        description=(
+            "MQTT 5 only: how long the broker keeps the session (and queued "
+            "context) while the gateway is away."
+        ),
+    )
+    publish_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long to wait for the broker's PUBACKs of a batch of events before retrying it.",
+    )
+    connect_wait_s: float = Field(
+        default=3.0,
+        ge=0,
+        le=60,
+        description=(
+            "At start, wait this long for the retained contexts so the first "
+            "samples are already tagged."
+        ),
+    )
+    hold_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "A part is held until its energy and good/scrap counters have been "
+            "seen, or the machine's data has moved on by this many seconds."
+        ),
+    )
+    batch_size: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Most spooled samples turned into events at once.",
+    )
+    state_path: Path | None = Field(
+        default=None,
+        description=(
+            "Where the event deriver's memory (last counters per machine) is saved "
+            "after each batch; default `mes-events-state.json` next to the spool."
+        ),
+    )
 
 
 class MachineConfig(_Section):
-    id: str
-    kind: str = "generic"
-    name: str | None = None
-    nominal_power_w: float | None = Field(default=None, ge=0)
+    id: str = Field(
+        description=(
+            "Machine id: the `machine` tag in InfluxDB and an MQTT topic level. "
+            "Lowercase letters, digits, `-`, `_`, `.`, at most 64 characters; "
+            "unique."
+        )
+    )
+    kind: str = Field(
+        default="generic",
+        description=(
+            "What the machine is (`cnc_mill`, `laser_cutter`, …); free text, for "
+            "people and dashboards."
+        ),
+    )
+    name: str | None = Field(default=None, description="Display name.")
+    nominal_power_w: float | None = Field(
+        default=None, ge=0, description="Rated power in W, for people and dashboards."
+    )
 
     @field_validator("id")
     @classmethod
@@ -156,16 +300,57 @@ class SiteConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
     )
-    site: str = "workshop"
-    machines: list[MachineConfig] = Field(min_length=1)
-    adapters: list[AdapterConfigBase] = Field(default_factory=list)
-    mqtt: MqttSettings | None = None
-    influxdb: InfluxSettings | None = None
-    local_history: LocalHistorySettings = Field(default_factory=LocalHistorySettings)
-    spool: SpoolSettings = Field(default_factory=SpoolSettings)
-    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
-    health: HealthSettings = Field(default_factory=HealthSettings)
-    mes_link: MesLinkSettings | None = None
+    site: str = Field(
+        default="workshop",
+        description=(
+            "Site id: the `site` tag on every point and a level of the MES topics. "
+            "Lowercase letters, digits, `-`, `_`, `.`."
+        ),
+    )
+    machines: list[MachineConfig] = Field(
+        min_length=1,
+        description=(
+            "The machines of the workshop (at least one). Adapters may only produce"
+            " samples for machines declared here."
+        ),
+    )
+    adapters: list[AdapterConfigBase] = Field(
+        default_factory=list,
+        description=(
+            "Connections to machines; each entry's `type` picks the adapter "
+            "(`opcua`, `mqtt`, or any installed through the `microfactory.adapters`"
+            " entry point)."
+        ),
+    )
+    mqtt: MqttSettings | None = Field(
+        default=None,
+        description=(
+            "The shared broker. Filled with the defaults when an `mqtt` adapter or "
+            "`mes_link:` needs a broker and the section is absent."
+        ),
+    )
+    influxdb: InfluxSettings | None = Field(
+        default=None,
+        description="Where telemetry goes. Absent: the local history is the only store.",
+    )
+    local_history: LocalHistorySettings = Field(
+        default_factory=LocalHistorySettings, description="The embedded SQLite history."
+    )
+    spool: SpoolSettings = Field(
+        default_factory=SpoolSettings,
+        description="The on-disk store-and-forward buffer between pipeline and sinks.",
+    )
+    pipeline: PipelineSettings = Field(
+        default_factory=PipelineSettings,
+        description="Validation limits of the normalisation stage.",
+    )
+    health: HealthSettings = Field(
+        default_factory=HealthSettings,
+        description="Health endpoint settings (see the note under *health*).",
+    )
+    mes_link: MesLinkSettings | None = Field(
+        default=None, description="The MES link. Absent: no context tags, no machine events."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -265,6 +450,8 @@ def format_errors(err: ValidationError) -> list[str]:
         msg = _message(e)
         path = _loc(loc)
         shown = e.get("input")
+        if isinstance(shown, str) and "://" in shown:
+            shown = redact_url(shown)  # a URL's user:password@ never goes into an error
         got = ""
         if not isinstance(shown, dict | list) and shown is not None and repr(shown) not in msg:
             got = f" (got {shown!r})"

@@ -255,16 +255,6 @@ class Spool:
             (time.time(), source, origin, reason, payload[:MAX_DEAD_LETTER_PAYLOAD]),
         )
 
-    async def quarantine(self, sink: str, reason: str, lines: Sequence[str]) -> None:
-        await self._call(self._quarantine, sink, reason, lines)
-
-    def _quarantine(self, sink: str, reason: str, lines: Sequence[str]) -> None:
-        now = time.time()
-        self.db.executemany(
-            "INSERT INTO quarantine(at_s, sink, reason, line) VALUES (?,?,?,?)",
-            [(now, sink, reason, line) for line in lines],
-        )
-
     # ----------------------------------------------------------------- reading
     async def read(self, sink: str, limit: int) -> list[SpooledSample]:
         if self._cursors[sink] >= self._last_seq:

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from .extras import missing_for, require
+
 app = typer.Typer(
     help="Shop-floor data collector and MES-lite for small workshops.", no_args_is_help=True
 )
@@ -38,6 +40,7 @@ LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="site config YAML")]) -> None:
     """Validate a site config (with environment overrides applied) without connecting."""
+    require("gateway", "the gateway", "config check")
     from microfactory.gateway.config import load_site_config
     from microfactory.gateway.errors import ConfigError
 
@@ -64,6 +67,7 @@ def gateway(
     log_level: LogLevel = "info",
 ) -> None:
     """Run the gateway until SIGTERM or Ctrl-C."""
+    require("gateway", "the gateway", "gateway")
     from microfactory.gateway.config import load_site_config
     from microfactory.gateway.errors import ConfigError
     from microfactory.gateway.runtime import Gateway
@@ -98,6 +102,7 @@ def status(
     ] = None,
 ) -> None:
     """Show a running gateway's counters: pipeline, sinks (depth, drops), adapters."""
+    require("gateway", "the gateway", "status")
     from rich.console import Console
 
     from microfactory.gateway.status import fetch, render
@@ -144,6 +149,7 @@ def demo(
     log_level: LogLevel = "warning",
 ) -> None:
     """The whole micro-factory on embedded defaults: simulated machines, broker, gateway, store."""
+    require("all", "every program and the embedded broker", "demo")
     from .demo import DemoOptions, run_demo
 
     setup_logging(log_level)
@@ -161,19 +167,35 @@ def demo(
     raise typer.Exit(code)
 
 
+def _missing_program(name: str, extra: str, what: str, help_text: str) -> None:
+    """Stand in for a program this install lacks: any ``microfactory NAME ...`` says so, exit 2."""
+
+    @app.command(
+        name,
+        help=f"{help_text} Not installed here: needs the {extra} extra.",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def missing(ctx: typer.Context) -> None:
+        require(extra, what, " ".join([name, *ctx.args]))
+
+
 def _mount_optional() -> None:
-    try:
+    """Mount the MES and simulator commands, or a stand-in naming the extra to install."""
+    sim_help = "Run the simulated workshop."
+    if missing_for("sim"):
+        _missing_program("sim", "sim", "the simulators", sim_help)
+    else:
         from microfactory.sim.cli import app as sim_app
-    except ImportError:  # pragma: no cover - part of the same distribution
-        pass
+
+        app.add_typer(sim_app, name="sim", help=sim_help)
+    mes_help = "Run the MES-lite service."
+    if missing_for("mes"):
+        _missing_program("mes", "mes", "the MES", mes_help)
     else:
-        app.add_typer(sim_app, name="sim", help="Run the simulated workshop.")
-    try:
         from microfactory.mes.cli import app as mes_app
-    except ImportError:
-        pass
-    else:
-        app.add_typer(mes_app, name="mes", help="Run the MES-lite service.")
+
+        app.add_typer(mes_app, name="mes", help=mes_help)
 
 
 _mount_optional()

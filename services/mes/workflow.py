@@ -36,13 +36,6 @@ from microfactory.mes.timeutil import now, to_ns
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-def get(session: Session, model: type[object], key: object, entity: str) -> object:
-    row = session.get(model, key)
-    if row is None:
-        raise NotFound(entity, key)
-    return row
-
-
 def get_order(session: Session, order_id: int) -> Order:
     row = session.get(Order, order_id)
     if row is None:
@@ -93,7 +86,7 @@ def require_reason(session: Session, kind: ReasonKind, code: str, field: str) ->
 
 
 # --------------------------------------------------------------------------- orders
-def release_order(session: Session, order: Order, lot_prefix: str = "LOT") -> Order:
+def release_order(session: Session, order: Order) -> Order:
     """Release an order; an order without batches gets one batch for its whole quantity."""
     if order.status != OrderStatus.planned:
         raise InvalidTransition("order", order.id, order.status, "release")
