@@ -10,5 +10,8 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 .venv/bin/mypy docs/examples docs/gen_config_reference.py   # the docs' code type-checks too
+.venv/bin/mypy tests   # the tests too: same strict settings
+echo "== import-linter (layers, protocol libraries)"
+.venv/bin/lint-imports --no-cache
 echo "== pytest"
 exec .venv/bin/python -m pytest "$@"

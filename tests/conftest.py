@@ -1,4 +1,9 @@
-"""Shared fixtures: real servers on free loopback ports, data in the test's temp dir."""
+"""Shared fixtures: real servers on free loopback ports, data in the test's temp dir.
+
+Every fixture here that starts a server is declared with ``starts_server``: a test using one
+must be marked ``integration`` (or ``e2e`` / ``faults``, which imply it), or the collection
+stops naming the test and the fixture (tests/helpers/markers.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.helpers.markers import check_kinds, starts_server
 from tests.helpers.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 # CI runs the same generated examples every time (a red build must be reproducible);
@@ -18,19 +24,27 @@ settings.register_profile("explore", deadline=None, max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects: the rule holds for every test
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    check_kinds(items)
+
+
 @pytest.fixture
+@starts_server("Mosquitto")
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     with Mosquitto(tmp_path / "mosquitto") as server:
         yield server
 
 
 @pytest.fixture
+@starts_server("InfluxDB 1.x")
 def influxdb1(tmp_path: Path) -> Iterator[InfluxDB1]:
     with InfluxDB1(tmp_path / "influxdb") as server:
         yield server
 
 
 @pytest.fixture
+@starts_server("VictoriaMetrics")
 def victoriametrics(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     with VictoriaMetrics(tmp_path / "vm") as server:
         yield server

@@ -14,6 +14,7 @@ signatures, imports), plus the shape every query must have.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import re
 import shutil
@@ -40,6 +41,7 @@ from tests.dashboards.workshop_data import (
     WorkshopRun,
     run_workshop,
 )
+from tests.helpers.markers import starts_server
 from tests.helpers.servers import InfluxDB1, Mosquitto
 
 DASHBOARDS = grafana.load_dashboards()
@@ -99,9 +101,10 @@ def test_dashboard_provider_loads_the_mounted_folder() -> None:
 
 # --------------------------------------------------------------------------- structure
 def test_dashboards_are_what_the_generator_writes() -> None:
+    # the generator is a script beside the dashboards, not a module of the package
     sys.path.insert(0, str(grafana.DASHBOARDS / "tools"))
     try:
-        import build_dashboards
+        build_dashboards = importlib.import_module("build_dashboards")
     finally:
         sys.path.pop(0)
     built = build_dashboards.build()
@@ -210,6 +213,7 @@ def test_influxql_queries_filter_by_time_and_site(name: str) -> None:
 
 # --------------------------------------------------------------------------- InfluxQL, real data
 @pytest.fixture(scope="module")
+@starts_server("Mosquitto, InfluxDB 1.x and the simulated workshop")
 def workshop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WorkshopRun, Path]]:
     """One accelerated run of the simulated workshop, shared by this module's tests."""
     tmp_path = tmp_path_factory.mktemp("dashboards")
@@ -260,6 +264,7 @@ def _panel_query(name: str, title: str) -> Target:
     return t
 
 
+@pytest.mark.integration
 def test_the_run_wrote_context_tagged_data(workshop: tuple[WorkshopRun, Path]) -> None:
     run, _ = workshop
     assert run.dead_lettered == 0
@@ -272,6 +277,7 @@ def test_the_run_wrote_context_tagged_data(workshop: tuple[WorkshopRun, Path]) -
             assert sorted(values["batch"]) == sorted(BATCHES)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(INFLUXQL))
 def test_every_influxql_query_returns_rows(workshop: tuple[WorkshopRun, Path], name: str) -> None:
     """All machines where the dashboard takes several; the mill (it has every signal) if one."""
@@ -285,6 +291,7 @@ def test_every_influxql_query_returns_rows(workshop: tuple[WorkshopRun, Path], n
     assert not empty, f"queries returning no rows with {values}: {empty}"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("machine", MACHINES)
 def test_machine_detail_shows_only_the_chosen_machine(
     workshop: tuple[WorkshopRun, Path], machine: str
@@ -302,6 +309,7 @@ def test_machine_detail_shows_only_the_chosen_machine(
         assert _query(run, d, _panel_query("machine.json", "Machine state"), values), machine
 
 
+@pytest.mark.integration
 def test_energy_for_one_batch_on_several_machines(workshop: tuple[WorkshopRun, Path]) -> None:
     run, _ = workshop
     choose = {"machine": ["mill-1", "laser-1"], "batch": ["SO-1001-B2"]}
@@ -316,6 +324,7 @@ def test_energy_for_one_batch_on_several_machines(workshop: tuple[WorkshopRun, P
     assert {r["machine"] for r in table} <= {"mill-1", "laser-1"}
 
 
+@pytest.mark.integration
 def test_energy_dashboard_numbers_make_sense(workshop: tuple[WorkshopRun, Path]) -> None:
     run, _ = workshop
     values = _resolve_variables(run, "energy.json")
@@ -339,6 +348,7 @@ def test_energy_dashboard_numbers_make_sense(workshop: tuple[WorkshopRun, Path])
     assert {r["machine"] for r in trend} <= {"mill-1", "laser-1", "printer-1", "assembly-1"}
 
 
+@pytest.mark.integration
 def test_overview_matches_the_machines_ground_truth(workshop: tuple[WorkshopRun, Path]) -> None:
     run, truth_dir = workshop
     truth = load_truth(truth_dir)

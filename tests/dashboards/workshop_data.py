@@ -13,19 +13,15 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from microfactory import contract
-from microfactory.cli.demo import demo_site_config
-from microfactory.gateway.config import parse_site_config
-from microfactory.gateway.runtime import Gateway
-from microfactory.gateway.sinks import ContextSource
-from microfactory.sim.workshop import Workshop, WorkshopSettings
 from tests.helpers.servers import InfluxDB1, Mosquitto
-from tests.helpers.waiting import gateway_quiet, wait_for
+from tests.helpers.workshop import workshop_through_gateway
 
 SITE = "demo"
 DATABASE = "microfactory"
@@ -96,42 +92,26 @@ def _publish_contexts(url: str, contexts: dict[str, tuple[str, str, str, str]]) 
 async def run_workshop(tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1) -> WorkshopRun:
     """Run the simulated workshop through the gateway into ``influxdb``; return what was run."""
     await asyncio.to_thread(_publish_contexts, mosquitto.url, FIRST_CONTEXT)
-    workshop = Workshop(
-        WorkshopSettings(
-            seed=7,
-            speed=SPEED,
-            mqtt_url=mosquitto.url,
-            opcua_ports={"mill-1": 0, "laser-1": 0},
-            truth_dir=tmp_path / "truth",
-            power_loss_probability=1.0,  # per simulated hour: a counter reset now and then
-        )
-    )
-    await workshop.start(paused=True)
-    data = demo_site_config(mosquitto.url, workshop.opcua_endpoints, tmp_path / "gateway")
-    data["influxdb"] = {"api": "v1", "url": influxdb.url, "database": DATABASE}
-    site = parse_site_config(data, "dashboards test site")
-    gw = Gateway(site)
-    try:
-        await gw.start()
-        adapters = [a.name for a in site.adapters]
-        await wait_for(
-            lambda: all(gw.health.connections.get(a) == "connected" for a in adapters),
-            30,
-            "every adapter connected",
-        )
-        link = gw.sink("mes_events")
-        assert isinstance(link, ContextSource), "the demo site config has the MES link on"
-        await wait_for(lambda: len(link.context) == len(FIRST_CONTEXT), 10, "batch contexts")
-        await asyncio.sleep(0.5)  # let the broker settle the MQTT subscriptions
-        await workshop.resume()
+
+    def configure(data: dict[str, Any]) -> None:
+        data["influxdb"] = {"api": "v1", "url": influxdb.url, "database": DATABASE}
+
+    async with workshop_through_gateway(
+        tmp_path,
+        mosquitto.url,
+        seed=7,
+        speed=SPEED,
+        power_loss_probability=1.0,  # per simulated hour: a counter reset now and then
+        data_dir=tmp_path / "gateway",
+        site_name="dashboards test site",
+        configure=configure,
+        contexts=len(FIRST_CONTEXT),
+    ) as shop:
         await asyncio.sleep(RUN_WALL_S / 2)
         await asyncio.to_thread(_publish_contexts, mosquitto.url, SECOND_CONTEXT)
         await asyncio.sleep(RUN_WALL_S / 2)
-        await workshop.stop()
-        await gateway_quiet(gw)
-    finally:
-        await workshop.stop()
-        await gw.stop(timeout_s=30)
+        await shop.finish()
+    gw = shop.gateway
     first = influxdb.rows('SELECT first("value") FROM "telemetry"', DATABASE)
     last = influxdb.rows('SELECT last("value") FROM "telemetry"', DATABASE)
     assert first and last, "the gateway wrote nothing to InfluxDB"

@@ -18,16 +18,14 @@ from typing import Any
 import httpx
 import pytest
 
-from microfactory.cli.demo import demo_site_config
 from microfactory.cli.ports import free_port
-from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
-from microfactory.gateway.sinks import ContextSource
 from microfactory.mes.demo import DemoMes, start_demo_mes
 from microfactory.mes.timeutil import from_ns, to_ns
 from microfactory.sim.truth import STATES_FILE, GroundTruth, PartRecord, load_truth
-from microfactory.sim.workshop import Workshop, WorkshopSettings
+from microfactory.sim.workshop import Workshop
 from tests.helpers.servers import Mosquitto
+from tests.helpers.workshop import RunningWorkshop, workshop_through_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -95,17 +93,6 @@ async def test_workshop_through_gateway_into_the_mes(mosquitto: Mosquitto, tmp_p
     # simulated time starts in the past and stays behind the wall clock for the whole run, so
     # back-dated run starts and completions are in the past too (the MES refuses the future)
     origin = time.time_ns() - int(SPEED * (RUN_WALL_S + 60) * S)
-    workshop = Workshop(
-        WorkshopSettings(
-            seed=11,
-            speed=SPEED,
-            mqtt_url=mosquitto.url,
-            opcua_ports={"mill-1": 0, "laser-1": 0},
-            truth_dir=tmp_path / "truth",
-            power_loss_probability=4.0,  # per simulated hour: counter resets do happen
-            start_ns=origin,
-        )
-    )
     mes = await start_demo_mes(
         host="127.0.0.1",
         port=free_port(),
@@ -115,76 +102,83 @@ async def test_workshop_through_gateway_into_the_mes(mosquitto: Mosquitto, tmp_p
         start_batches=False,
     )
     api = httpx.AsyncClient(base_url=mes.api, timeout=30)
-    gw: Gateway | None = None
     try:
-        await workshop.start()
-        site = parse_site_config(
-            demo_site_config(mosquitto.url, workshop.opcua_endpoints, data_dir), "e2e"
-        )
-        assert site.mes_link is not None and site.mes_link.events
-        gw = Gateway(site)
-        await gw.start()
-        shop = Shop(mes, api, gw, workshop, data_dir)
-        await _eventually(
-            lambda: (
-                all((m, "part_count") in gw.pipeline.last for m in RUNS)  # type: ignore[union-attr]
-                and all((m, "energy_active") in gw.pipeline.last for m in RUNS)
-            ),  # type: ignore[union-attr]
-            "first counters of every machine at the gateway",
-        )
-        clock = workshop.clock
-        assert clock is not None
-        t_a = clock.now_ns() // 1_000_000 * 1_000_000
-        run_ids = await _start_batches(shop, t_a)
-        # the MES's retained context reaches the gateway, which tags samples with it
-        link = gw.sink("mes_events")
-        assert isinstance(link, ContextSource)
-        await _eventually(
-            lambda: all(link.context.get(m, {}).get("batch") for m in RUNS), "machine contexts"
-        )
-        assert link.context["laser-1"] == {
-            "order": "SO-1001",
-            "batch": "SO-1001-01",
-            "operation": "10:laser cut blank",
-            "product": "BRK-100",
-        }
-        await asyncio.sleep(RUN_WALL_S)
-        t_b = clock.now_ns() // 1_000_000 * 1_000_000
-        for run_id in run_ids.values():
-            r = await api.post(
-                f"/runs/{run_id}/complete", json={"at": from_ns(t_b).isoformat()}, auth=OPERATOR
-            )
-            assert r.status_code == 200, r.text
-        # a state's energy is known when it ends: let the states running at t_b end first
-        await _eventually(
-            lambda: _state_after(tmp_path / "truth", t_b, ("laser-1", "mill-1")),
-            "a state change after the run end on laser-1 and mill-1",
-            timeout_s=30,
-        )
-        await workshop.stop()
-        # everything the gateway has goes to the MES before we look
-        await _eventually(
-            lambda: gw.spool.depth("mes_events") == 0 and gw.health.received == gw.health.spooled,
-            "gateway to drain its spool into the MES link",
-        )
-        await gw.stop(20.0)
-        gw_link_published = link.published
-        gw = None
-        await _settled(mes)
-        truth = load_truth(tmp_path / "truth")
-        assert truth.summary, "workshop summary missing"
-        await _check_counts_and_energy(shop, truth, run_ids, t_a, t_b)
-        await _check_machine_energy(shop, truth, t_a, t_b)
-        await _check_oee(shop, truth, t_a, t_b)
-        await _check_genealogy(shop, run_ids)
-        _check_tagged_history(data_dir, t_a, t_b)
-        assert gw_link_published > 0
+        async with workshop_through_gateway(
+            tmp_path,
+            mosquitto.url,
+            seed=11,
+            speed=SPEED,
+            power_loss_probability=4.0,  # per simulated hour: counter resets do happen
+            start_ns=origin,
+            data_dir=data_dir,
+            site_name="e2e",
+            stop_timeout_s=5.0,
+        ) as running:
+            await _through_the_mes(running, mes, api, tmp_path, data_dir)
     finally:
-        if gw is not None:
-            await gw.stop(5.0)
-        await workshop.stop()
         await api.aclose()
         await mes.stop()
+
+
+async def _through_the_mes(
+    running: RunningWorkshop, mes: DemoMes, api: httpx.AsyncClient, tmp_path: Path, data_dir: Path
+) -> None:
+    site, gw, workshop = running.site, running.gateway, running.workshop
+    assert site.mes_link is not None and site.mes_link.events
+    shop = Shop(mes, api, gw, workshop, data_dir)
+    pipeline = gw.pipeline
+    assert pipeline is not None, "a started gateway has its pipeline"
+    await _eventually(
+        lambda: (
+            all((m, "part_count") in pipeline.last for m in RUNS)
+            and all((m, "energy_active") in pipeline.last for m in RUNS)
+        ),
+        "first counters of every machine at the gateway",
+    )
+    clock = workshop.clock
+    assert clock is not None
+    t_a = clock.now_ns() // 1_000_000 * 1_000_000
+    run_ids = await _start_batches(shop, t_a)
+    # the MES's retained context reaches the gateway, which tags samples with it
+    link = running.mes_link()
+    await _eventually(
+        lambda: all(link.context.get(m, {}).get("batch") for m in RUNS), "machine contexts"
+    )
+    assert link.context["laser-1"] == {
+        "order": "SO-1001",
+        "batch": "SO-1001-01",
+        "operation": "10:laser cut blank",
+        "product": "BRK-100",
+    }
+    await asyncio.sleep(RUN_WALL_S)
+    t_b = clock.now_ns() // 1_000_000 * 1_000_000
+    for run_id in run_ids.values():
+        r = await api.post(
+            f"/runs/{run_id}/complete", json={"at": from_ns(t_b).isoformat()}, auth=OPERATOR
+        )
+        assert r.status_code == 200, r.text
+    # a state's energy is known when it ends: let the states running at t_b end first
+    await _eventually(
+        lambda: _state_after(running.truth_dir, t_b, ("laser-1", "mill-1")),
+        "a state change after the run end on laser-1 and mill-1",
+        timeout_s=30,
+    )
+    await workshop.stop()
+    # everything the gateway has goes to the MES before we look
+    await _eventually(
+        lambda: gw.spool.depth("mes_events") == 0 and gw.health.received == gw.health.spooled,
+        "gateway to drain its spool into the MES link",
+    )
+    await gw.stop(20.0)
+    await _settled(mes)
+    truth = load_truth(running.truth_dir)
+    assert truth.summary, "workshop summary missing"
+    await _check_counts_and_energy(shop, truth, run_ids, t_a, t_b)
+    await _check_machine_energy(shop, truth, t_a, t_b)
+    await _check_oee(shop, truth, t_a, t_b)
+    await _check_genealogy(shop, run_ids)
+    _check_tagged_history(data_dir, t_a, t_b)
+    assert link.published > 0
 
 
 def _state_after(truth_dir: Path, t_b: int, machines: tuple[str, ...]) -> bool:

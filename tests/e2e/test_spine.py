@@ -16,18 +16,18 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from microfactory.cli.demo import demo_site_config
-from microfactory.gateway.config import InfluxSettings, parse_site_config
+from microfactory.gateway.config import InfluxSettings, SiteConfig
 from microfactory.gateway.runtime import Gateway
-from microfactory.gateway.sinks import SinkContext
+from microfactory.gateway.sinks import Sink, SinkContext
 from microfactory.gateway.sinks.influxdb.v2 import InfluxV2Sink
 from microfactory.sim.truth import GroundTruth, load_truth
-from microfactory.sim.workshop import Workshop, WorkshopSettings
+from tests.helpers.markers import starts_server
 from tests.helpers.servers import InfluxDB1, Mosquitto, VictoriaMetrics
-from tests.helpers.waiting import gateway_quiet, wait_for
+from tests.helpers.workshop import workshop_through_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -42,44 +42,33 @@ Series = dict[tuple[str, str], dict[int, float]]  # (machine, signal) -> ts_ns -
 async def _run_workshop_through_gateway(
     tmp_path: Path, mosquitto: Mosquitto, influxdb1: InfluxDB1, vm: VictoriaMetrics
 ) -> tuple[GroundTruth, Gateway]:
-    workshop = Workshop(
-        WorkshopSettings(
-            seed=11,
-            speed=SPEED,
-            mqtt_url=mosquitto.url,
-            opcua_ports={"mill-1": 0, "laser-1": 0},
-            truth_dir=tmp_path / "truth",
-            power_loss_probability=2.0,  # per simulated hour: counters reset now and then
-        )
-    )
-    await workshop.start(paused=True)
-    data = demo_site_config(mosquitto.url, workshop.opcua_endpoints, tmp_path / "gateway")
-    data["influxdb"] = {"api": "v1", "url": influxdb1.url, "database": "spine"}
-    data["local_history"]["enabled"] = True
-    site = parse_site_config(data, "e2e site")
-    vm_sink = InfluxV2Sink(
-        InfluxSettings(api="v2", url=vm.url, org="microfactory", bucket="spine", token="t"),
-        SinkContext(site.site, tmp_path, logging.getLogger("test")),
-        name="victoriametrics",
-    )
-    gw = Gateway(site, extra_sinks=[vm_sink])
-    try:
-        await gw.start()
-        adapters = [a.name for a in site.adapters]
-        await wait_for(
-            lambda: all(gw.health.connections.get(a) == "connected" for a in adapters),
-            30,
-            "every adapter connected",
-        )
-        await asyncio.sleep(0.5)  # let the broker settle the MQTT subscriptions
-        await workshop.resume()
+    def configure(data: dict[str, Any]) -> None:
+        data["influxdb"] = {"api": "v1", "url": influxdb1.url, "database": "spine"}
+        data["local_history"]["enabled"] = True
+
+    def vm_sink(site: SiteConfig) -> list[Sink]:
+        return [
+            InfluxV2Sink(
+                InfluxSettings(api="v2", url=vm.url, org="microfactory", bucket="spine", token="t"),
+                SinkContext(site.site, tmp_path, logging.getLogger("test")),
+                name="victoriametrics",
+            )
+        ]
+
+    async with workshop_through_gateway(
+        tmp_path,
+        mosquitto.url,
+        seed=11,
+        speed=SPEED,
+        power_loss_probability=2.0,  # per simulated hour: counters reset now and then
+        data_dir=tmp_path / "gateway",
+        site_name="e2e site",
+        configure=configure,
+        extra_sinks=vm_sink,
+    ) as shop:
         await asyncio.sleep(RUN_WALL_S)
-        await workshop.stop()
-        await gateway_quiet(gw)
-    finally:
-        await workshop.stop()
-        await gw.stop(timeout_s=30)
-    return load_truth(tmp_path / "truth"), gw
+        await shop.finish()
+    return load_truth(shop.truth_dir), shop.gateway
 
 
 def _expected(truth: GroundTruth) -> Series:
@@ -155,6 +144,7 @@ class SpineRun:
 
 
 @pytest.fixture(scope="module")
+@starts_server("Mosquitto, InfluxDB 1.x, VictoriaMetrics and the simulated workshop")
 def spine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpineRun]:
     """One accelerated run shared by the tests of this module (it is the expensive part)."""
     tmp_path = tmp_path_factory.mktemp("spine")

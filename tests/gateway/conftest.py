@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.gateway import Publisher, unique_prefix
+from tests.helpers.markers import starts_server
 from tests.helpers.servers import Mosquitto
 
 
@@ -18,13 +19,14 @@ def prefix() -> str:
 
 
 @pytest.fixture
+@starts_server("Mosquitto")
 def big_queue_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """Mosquitto keeping up to 1M QoS 1 messages for an absent persistent session."""
     with Mosquitto(
         tmp_path / "mosquitto",
         extra="max_queued_messages 1000000\nmax_inflight_messages 0",
     ) as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pytest
 
@@ -29,7 +30,7 @@ def instant(t_s: float, parts: int, good: int, scrap: int, wh: float) -> list[Sa
     ]
 
 
-def parts_of(events: list[object]) -> list[PartCompleted]:
+def parts_of(events: Sequence[object]) -> list[PartCompleted]:
     return [e for e in events if isinstance(e, PartCompleted)]
 
 
@@ -183,7 +184,7 @@ def test_event_id_stays_within_the_contract_length() -> None:
     assert len(long) <= 128 and long == event_id("s" * 64, "m" * 64, "part", T0, 1)
 
 
-def states_of(events: list[object]) -> list[StateChanged]:
+def states_of(events: Sequence[object]) -> list[StateChanged]:
     return [e for e in events if isinstance(e, StateChanged)]
 
 

@@ -19,6 +19,7 @@ from tests.helpers.gateway import (
     wait_flowing,
     write_config,
 )
+from tests.helpers.markers import starts_server
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import wait_for_sync
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.faults
 
 
 @pytest.fixture
+@starts_server("gateway subprocesses")
 def gateways() -> Iterator[list[GatewayProcess]]:
     made: list[GatewayProcess] = []
     yield made

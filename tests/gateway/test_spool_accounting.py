@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from microfactory.gateway.config import SpoolSettings
 from microfactory.gateway.sample import Sample
 from microfactory.gateway.spool import Spool, SpoolFull
+
+Overflow = Literal["drop_oldest", "stop_accepting"]
 
 
 def _samples(start: int, n: int) -> list[Sample]:
@@ -72,8 +75,8 @@ async def test_stop_accepting_takes_what_fits_and_counts_the_rest(tmp_path: Path
 
 
 @pytest.mark.parametrize("overflow", ["drop_oldest", "stop_accepting"])
-async def test_counters_survive_a_restart(tmp_path: Path, overflow: str) -> None:
-    settings = SpoolSettings(path=tmp_path / "s.sqlite", overflow=overflow)  # type: ignore[arg-type]
+async def test_counters_survive_a_restart(tmp_path: Path, overflow: Overflow) -> None:
+    settings = SpoolSettings(path=tmp_path / "s.sqlite", overflow=overflow)
     spool = Spool(settings, ["a"])
     await spool.open()
     await spool.append(_samples(0, 100))

@@ -112,7 +112,8 @@ class Publisher:
         )
         self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(min_delay=0.2, max_delay=1)
+        # paho's hint says int, but it sleeps any number: reconnect within a fifth of a second
+        self.client.reconnect_delay_set(min_delay=0.2, max_delay=1)  # type: ignore[arg-type]
         self.client.on_publish = self._on_publish
         self.client.connect_async(host, int(port), keepalive=10)
         self.client.loop_start()

@@ -13,10 +13,22 @@ from microfactory.mes import db
 from microfactory.mes.api.app import create_app
 from microfactory.mes.seed import seed_demo
 from microfactory.mes.settings import MesSettings
+from tests.helpers.markers import starts_server
 from tests.helpers.postgres import PostgresServer, find_pg_bin
+
+QUICK_RUN = "not integration"  # the -m expression of the quick run of the pure tests
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The quick run does not even import the API fuzzing module: it is integration through and
+    through, and builds its hundred-odd cases from the OpenAPI schema at import (seconds)."""
+    if collection_path.name == "test_schemathesis.py" and config.getoption("markexpr") == QUICK_RUN:
+        return True
+    return None
 
 
 @pytest.fixture(scope="session")
+@starts_server("PostgreSQL")
 def postgres() -> Iterator[PostgresServer]:
     if find_pg_bin() is None:
         pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
@@ -24,7 +36,9 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# SQLite needs no server: that half is a pure test; the PostgreSQL half is integration (the
+# fixture is fetched by name below, which the collection check cannot see, hence the mark).
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The same test on SQLite (the default) and PostgreSQL (by URL)."""
     if request.param == "sqlite":

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from microfactory.contract import GapReported
 from microfactory.mes.ingest import ingest_event
 from tests.mes.conftest import ADMIN, MANAGER, OPERATOR, MakeClient
 
 API = "/api/v1"
-pytestmark = pytest.mark.integration
 
 
 def _ids(client: Any) -> dict[str, int]:
@@ -294,7 +291,7 @@ def test_implausible_events_and_times_are_422_naming_the_field(
     """A person posting an event or counting parts is told what is wrong; a replay of an event
     the MES already holds stays a harmless duplicate."""
     c = make_client(sqlite_url)
-    part = {
+    part: dict[str, Any] = {
         "kind": "part_completed",
         "event_id": "v-p",
         "site": "demo",

@@ -41,7 +41,8 @@ from microfactory.mes.settings import MesSettings
 from microfactory.mes.timeutil import to_ns
 from tests.helpers.postgres import PostgresServer
 
-pytestmark = pytest.mark.integration
+Event = StateChanged | PartCompleted | GapReported  # what ingest_event takes
+
 S = 1_000_000_000
 
 
@@ -61,6 +62,7 @@ def _order(s: Session, code: str = "SO-1001") -> Order:
     return order
 
 
+@pytest.mark.integration
 def test_postgres_runs_unprivileged(postgres: PostgresServer) -> None:
     """Under root (CI) the server must run as the postgres user; otherwise as ourselves."""
     expected = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
@@ -144,7 +146,7 @@ def test_events_are_attributed_by_time_and_idempotent(sessions: sessionmaker[Ses
     with db.session_scope(sessions) as s:
         batch, run_id, start = _run_batch(s)
     t = to_ns(start)
-    events = [
+    events: list[Event] = [
         StateChanged(event_id="e-s1", site="demo", machine="laser-1", ts_ns=t + 1, state="running"),
         PartCompleted(
             event_id="e-p1",
@@ -307,7 +309,7 @@ def test_state_energy_is_attributed_to_the_run_and_adds_up(
         )
 
     # 1 Wh/s in setup and running, 0.2 Wh/s idle; the run is [t, t + 100 s)
-    events = [
+    events: list[Event] = [
         state(1, -10, "setup", None, None, None),
         part(0, -5, None),  # before the run: no batch, but it opens the next part's window
         state(2, 10, "running", "setup", -10, 20.0),
@@ -387,7 +389,7 @@ def test_implausible_events_are_kept_with_the_reason_and_nothing_overflows(
             cycle_time_s=ct,
         )
 
-    events = [
+    events: list[Event] = [
         GapReported(
             event_id="bad-gap",
             site="demo",

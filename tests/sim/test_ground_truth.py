@@ -17,10 +17,13 @@ import pytest
 from microfactory.sim.machines import ASSEMBLY, PRINTER
 from microfactory.sim.truth import GroundTruth, PartRecord, load_truth
 from microfactory.sim.workshop import Workshop
+from tests.helpers.markers import starts_server
 
 from .util import S, by_machine_sorted, parts_until, run_for, settings, states_until
 
 PRODUCERS = ("mill-1", "laser-1", "printer-1", "assembly-1")
+pytestmark = pytest.mark.integration  # every test reads the runs of real OPC UA servers
+
 LOSS_PER_HOUR = 2.0  # power losses per machine and simulated hour: resets must show up
 
 
@@ -33,6 +36,7 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
+@starts_server("three simulated workshops (OPC UA servers)")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     root = tmp_path_factory.mktemp("truth")
     a = Workshop(settings(root / "a", seed=11, power_loss_probability=LOSS_PER_HOUR))

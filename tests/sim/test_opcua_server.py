@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.object_ids import ObjectIds
@@ -17,6 +18,8 @@ from microfactory.sim.truth import load_truth
 from microfactory.sim.workshop import Workshop
 
 from .util import T0, settings
+
+pytestmark = pytest.mark.integration  # each test starts OPC UA servers
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CURRENT_TIME = f"i={ObjectIds.Server_ServerStatus_CurrentTime}"

@@ -7,6 +7,7 @@ import logging
 import string
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +44,7 @@ def test_text_field_escaping() -> None:
     assert encode(s, "shop").endswith(' text="say \\"hi\\"\\\\ now" 1')
 
 
+@pytest.mark.integration
 def test_round_trip_through_influxdb(influxdb1: InfluxDB1) -> None:
     """Generated tag and text values written by the real sink, read back unchanged."""
     sink = InfluxV1Sink(
@@ -75,6 +77,7 @@ def test_round_trip_through_influxdb(influxdb1: InfluxDB1) -> None:
     assert stored == set(written)
 
 
+@pytest.mark.integration
 def test_numbers_round_trip(influxdb1: InfluxDB1) -> None:
     values = [0.0, -0.0, 1e-300, 1.7976931348623157e308, 123456789.123456789, -42.5, 3.0]
     samples = [
@@ -102,6 +105,7 @@ def test_machine_ids_allowed_by_config_need_no_escaping() -> None:
     assert not allowed & set(',= "\\\n')
 
 
+@pytest.mark.integration
 def test_multiline_text_round_trips(influxdb1: InfluxDB1) -> None:
     """A program listing or operator note with newlines is stored as sent, not as '\\n'."""
     text = 'N10 G0 X0\nN20 G1 X10 "fast"\r\nN30 M30 \\ end'

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,17 +20,17 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from microfactory.cli.demo import demo_site_config
 from microfactory.cli.ports import free_port
-from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
 from microfactory.mes import db
 from microfactory.mes.api.app import create_app
 from microfactory.mes.seed import seed_demo
 from microfactory.mes.server import RunningServer, serve_in_loop
 from microfactory.mes.settings import MesSettings
-from microfactory.sim.workshop import Workshop, WorkshopSettings
+from microfactory.sim.workshop import Workshop
+from tests.helpers.markers import starts_server
 from tests.helpers.servers import Mosquitto
+from tests.helpers.workshop import RunningWorkshop, workshop_through_gateway
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
@@ -83,56 +84,51 @@ async def _wait(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -
         await asyncio.sleep(0.1)
 
 
-async def _start(tmp: Path, mqtt_url: str) -> tuple[Workshop, Gateway, RunningServer, Any]:
-    settings = MesSettings(
-        db_url=f"sqlite:///{tmp / 'mes.sqlite'}",
-        mqtt_url=mqtt_url,
-        site="demo",
-        demo=True,
-        mqtt_client_id="microfactory-mes-ui-test",
-    )
-    app = create_app(settings)
-    runtime = app.state.runtime
-    with db.session_scope(runtime.sessions) as session:
-        seed_demo(session)
-    server = await serve_in_loop(app, "127.0.0.1", free_port())
-    await _wait(lambda: runtime.mqtt_status() == "connected", "the MES bridge on the broker")
-    workshop = Workshop(
-        WorkshopSettings(
-            seed=11,
-            speed=SPEED,
+async def _start(
+    tmp: Path, mqtt_url: str
+) -> tuple[AsyncExitStack, RunningWorkshop, RunningServer, Any]:
+    """The MES (on the broker), then the workshop through the gateway; closed by the stack."""
+    stack = AsyncExitStack()
+    try:
+        settings = MesSettings(
+            db_url=f"sqlite:///{tmp / 'mes.sqlite'}",
             mqtt_url=mqtt_url,
-            opcua_ports={"mill-1": 0, "laser-1": 0},
-            truth_dir=tmp / "truth",
+            site="demo",
+            demo=True,
+            mqtt_client_id="microfactory-mes-ui-test",
         )
-    )
-    await workshop.start()
-    site = parse_site_config(
-        demo_site_config(mqtt_url, workshop.opcua_endpoints, tmp / "edge"), "ui test site"
-    )
-    gw = Gateway(site)
-    await gw.start()
-    names = [a.name for a in site.adapters]
-    await _wait(
-        lambda: all(gw.health.connections.get(n) == "connected" for n in names),
-        "every gateway adapter connected",
-    )
-    return workshop, gw, server, app
-
-
-async def _stop(workshop: Workshop, gw: Gateway, server: RunningServer) -> None:
-    await gw.stop(timeout_s=10)
-    await workshop.stop()
-    await server.stop(timeout_s=5)
+        app = create_app(settings)
+        runtime = app.state.runtime
+        with db.session_scope(runtime.sessions) as session:
+            seed_demo(session)
+        server = await serve_in_loop(app, "127.0.0.1", free_port())
+        stack.push_async_callback(server.stop, timeout_s=5)
+        await _wait(lambda: runtime.mqtt_status() == "connected", "the MES bridge on the broker")
+        running = await stack.enter_async_context(
+            workshop_through_gateway(
+                tmp,
+                mqtt_url,
+                seed=11,
+                speed=SPEED,
+                data_dir=tmp / "edge",
+                site_name="ui test site",
+                stop_timeout_s=10,
+            )
+        )
+    except BaseException:
+        await stack.aclose()
+        raise
+    return stack, running, server, app
 
 
 @pytest.fixture(scope="module")
+@starts_server("Mosquitto, the simulated workshop, the gateway and the MES")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     tmp = tmp_path_factory.mktemp("ui-shop")
     loop = LoopThread()
     mosquitto = Mosquitto(tmp / "mosquitto")
     with mosquitto:
-        workshop, gw, server, app = loop.run(_start(tmp, mosquitto.url))
+        stack, running, server, app = loop.run(_start(tmp, mosquitto.url))
         api = httpx.Client(base_url=f"{server.url}/api/v1", auth=("admin", "admin"), timeout=15)
         try:
             # machine events reach the MES before the first browser looks
@@ -143,14 +139,15 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
             ):
                 assert time.monotonic() < deadline, "no machine state reached the MES"
                 time.sleep(0.2)
-            yield Shop(server.url, api, loop, workshop, gw, server, app)
+            yield Shop(server.url, api, loop, running.workshop, running.gateway, server, app)
         finally:
             api.close()
-            loop.run(_stop(workshop, gw, server))
+            loop.run(stack.aclose())
             loop.close()
 
 
 @pytest.fixture(scope="module")
+@starts_server("Chromium")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
