@@ -9,6 +9,7 @@ docs/writing-an-adapter.md for the walk-through and the conformance kit
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from .adapters.base import (
     API_VERSION,
@@ -27,6 +28,7 @@ from .units import check_unit
 
 __all__ = [
     "API_VERSION",
+    "MISSING",
     "Adapter",
     "AdapterConfigBase",
     "AdapterContext",
@@ -43,10 +45,33 @@ __all__ = [
     "check_unit",
     "datetime_to_ns",
     "describe_error",
+    "json_path",
     "scaled",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+MISSING: Any = object()
+"""What :func:`json_path` returns for a path the document does not have (None is a value)."""
+
+
+def json_path(doc: Any, path: str) -> Any:
+    """The value at a dotted ``path`` of a decoded JSON document, or :data:`MISSING`.
+
+    Keys walk objects, decimal keys index arrays (``phases.0.voltage``); a path that leaves
+    the document is MISSING, never an exception, so a payload cannot crash a decoder.
+    """
+    cur = doc
+    for key in path.split("."):
+        if isinstance(cur, dict):
+            cur = cur.get(key, MISSING)
+        elif isinstance(cur, list) and key.isdigit() and int(key) < len(cur):
+            cur = cur[int(key)]
+        else:
+            return MISSING
+        if cur is MISSING:
+            return MISSING
+    return cur
 
 
 def datetime_to_ns(dt: datetime) -> int:

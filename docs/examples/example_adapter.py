@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from microfactory.gateway.sdk import (
+    MISSING,
     AdapterConfigBase,
     AdapterContext,
     AdapterPlugin,
@@ -31,10 +32,9 @@ from microfactory.gateway.sdk import (
     PayloadError,
     RawSample,
     check_unit,
+    json_path,
     scaled,
 )
-
-_MISSING = object()
 
 
 # ------------------------------------------------------------------------------ config model
@@ -84,18 +84,6 @@ class HttpJsonAdapterConfig(AdapterConfigBase):
 
 
 # ------------------------------------------------------------------------------ decoding (pure)
-def _get(doc: Any, path: str) -> Any:
-    cur = doc
-    for key in path.split("."):
-        if isinstance(cur, dict):
-            cur = cur.get(key, _MISSING)
-        elif isinstance(cur, list) and key.isdigit() and int(key) < len(cur):
-            cur = cur[int(key)]
-        else:
-            return _MISSING
-        if cur is _MISSING:
-            return _MISSING
-    return cur
 
 
 def decode(config: HttpJsonAdapterConfig, body: bytes, received_ns: int) -> list[RawSample]:
@@ -112,7 +100,7 @@ def decode(config: HttpJsonAdapterConfig, body: bytes, received_ns: int) -> list
         raise PayloadError(f"expected a JSON object, got {type(doc).__name__}")
     ts_ns = received_ns
     if config.timestamp_path is not None:
-        raw = _get(doc, config.timestamp_path)
+        raw = json_path(doc, config.timestamp_path)
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             raise PayloadError(f"timestamp {config.timestamp_path!r} is not a number: {raw!r:.64}")
         if not math.isfinite(raw) or abs(raw) > 1e16:  # beyond year 318857 in ms: garbage
@@ -120,8 +108,8 @@ def decode(config: HttpJsonAdapterConfig, body: bytes, received_ns: int) -> list
         ts_ns = round(raw * 1_000_000)
     samples = []
     for point in config.points:
-        value = _get(doc, point.path)
-        if value is _MISSING:
+        value = json_path(doc, point.path)
+        if value is MISSING:
             continue  # a device may leave out what it has nothing to say about
         value = scaled(value, point.scale, point.offset)  # numbers only; text as it came
         origin = f"{config.url}#{point.path}"

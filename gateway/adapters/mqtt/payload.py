@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from ...errors import PayloadError
-from ...sample import RawSample
+from ...sdk import MISSING, PayloadError, RawSample, datetime_to_ns, json_path, scaled
 from .config import FieldSpec, Subscription, TimestampSpec, ValueSpec
-
-_MISSING = object()
 
 
 class CompiledSubscription:
@@ -41,20 +38,6 @@ class CompiledSubscription:
         return None if m is None else m.groupdict()
 
 
-def _get(doc: Any, path: str) -> Any:
-    cur = doc
-    for key in path.split("."):
-        if isinstance(cur, dict):
-            cur = cur.get(key, _MISSING)
-        elif isinstance(cur, list) and key.isdigit() and int(key) < len(cur):
-            cur = cur[int(key)]
-        else:
-            return _MISSING
-        if cur is _MISSING:
-            return _MISSING
-    return cur
-
-
 def _epoch(value: float, fmt: str) -> int:
     if fmt == "auto":
         magnitude = abs(value)
@@ -76,8 +59,8 @@ def _epoch(value: float, fmt: str) -> int:
 def parse_timestamp(doc: Any, spec: TimestampSpec, receive_ns: int) -> int:
     if spec.path is None:
         return receive_ns
-    raw = _get(doc, spec.path)
-    if raw is _MISSING:
+    raw = json_path(doc, spec.path)
+    if raw is MISSING:
         raise PayloadError(f"timestamp field {spec.path!r} is missing")
     if isinstance(raw, bool):
         raise PayloadError(f"timestamp field {spec.path!r} is a boolean")
@@ -102,24 +85,17 @@ def parse_timestamp(doc: Any, spec: TimestampSpec, receive_ns: int) -> int:
             ) from err
         if dt.tzinfo is None:
             raise PayloadError(f"timestamp field {spec.path!r}: no time zone in {raw[:64]!r}")
-        delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-        return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+        return datetime_to_ns(dt)
     raise PayloadError(f"timestamp field {spec.path!r} has type {type(raw).__name__}")
 
 
 def _scaled(value: Any, spec: FieldSpec | ValueSpec) -> Any:
-    if (
-        (spec.scale != 1.0 or spec.offset != 0.0)
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    ):
-        return value * spec.scale + spec.offset
-    return value
+    return scaled(value, spec.scale, spec.offset)
 
 
 def _unit(doc: Any, spec: FieldSpec | ValueSpec) -> str | None:
     if spec.unit_path:
-        unit = _get(doc, spec.unit_path)
+        unit = json_path(doc, spec.unit_path)
         if isinstance(unit, str):
             return unit
     return spec.unit
@@ -148,8 +124,8 @@ def decode(
         else:
             if not isinstance(doc, dict):
                 raise PayloadError(f"expected a JSON object, got {type(doc).__name__}")
-            value = _get(doc, spec.path)
-            if value is _MISSING:
+            value = json_path(doc, spec.path)
+            if value is MISSING:
                 raise PayloadError(f"value field {spec.path!r} is missing")
             unit = _unit(doc, spec)
             ts_ns = parse_timestamp(doc, sub.timestamp, receive_ns)
@@ -159,8 +135,8 @@ def decode(
     ts_ns = parse_timestamp(doc, sub.timestamp, receive_ns)
     out = []
     for f in sub.fields:
-        value = _get(doc, f.path)
-        if value is _MISSING:
+        value = json_path(doc, f.path)
+        if value is MISSING:
             continue  # a machine may leave out fields it has nothing to say about
         out.append(
             RawSample(machine, f.signal, _scaled(value, f), _unit(doc, f), ts_ns, "good", topic)
