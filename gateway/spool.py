@@ -111,6 +111,10 @@ class Spool:
         self._appends_since_check = 0
         self._bytes = 0
         self._row_bytes = 100.0  # estimate between measurements, refined by each of them
+        # stop_accepting: once the quota refused samples, refuse until rows leave the spool.
+        # Measured bytes move in whole pages, so without this a later small group could slip
+        # into the last page and the spool would keep samples after a hole.
+        self._refusing = False
         self._last_age_check = 0.0
         # The batch a sink is writing (first, last seq), and drops that hit it meanwhile:
         # when the write then succeeds those samples were delivered after all, not dropped.
@@ -182,13 +186,16 @@ class Spool:
             self._enforce_age()
         limit = self._settings.max_bytes
         refused = 0
-        if self._bytes + self._row_bytes * len(samples) >= limit:
+        if self._refusing:
+            refused, samples = len(samples), samples[:0]
+        elif self._bytes + self._row_bytes * len(samples) >= limit:
             self._enforce_quota(incoming=len(samples))
             if self._settings.overflow == "stop_accepting":
                 room = max(0, int((limit - self._bytes) / self._row_bytes))
                 if room < len(samples):
                     refused = len(samples) - room
                     samples = samples[:room]
+                    self._refusing = True
         if samples:
             self._insert(samples, now)
         if refused:
@@ -338,7 +345,8 @@ class Spool:
         if not self._cursors:
             return
         low = min(self._cursors.values())
-        self.db.execute("DELETE FROM samples WHERE seq <= ?", (low,))
+        if self.db.execute("DELETE FROM samples WHERE seq <= ?", (low,)).rowcount:
+            self._refusing = False  # delivered rows made room
 
     # ----------------------------------------------------------------- limits
     def _db_bytes(self) -> int:
@@ -369,7 +377,8 @@ class Spool:
                         self._dropped_inflight.setdefault(sink, []).append((name, int(hit)))
                 self._cursors[sink] = seq
                 db.execute("UPDATE cursors SET seq = ? WHERE sink = ?", (seq, sink))
-        db.execute("DELETE FROM samples WHERE seq <= ?", (seq,))
+        if db.execute("DELETE FROM samples WHERE seq <= ?", (seq,)).rowcount:
+            self._refusing = False  # dropped rows (max age) made room
         db.execute("COMMIT")
 
     def _enforce_age(self) -> None:
