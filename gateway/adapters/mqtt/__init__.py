@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..base import AdapterFactory, AdapterPlugin
+from ...sdk import AdapterFactory, AdapterPlugin
 from .config import MqttAdapterConfig
 
 if TYPE_CHECKING:

@@ -13,14 +13,11 @@ the broker keeps what arrives while the gateway is away.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 
 from microfactory.mqtt.client import Message, MqttClient, Reconnect
 
-from ...errors import PayloadError
-from ...supervisor import ConnectionSupervisor
-from ..base import AdapterContext
+from ...sdk import AdapterContext, ConnectionSupervisor, PayloadError
 from .config import MqttAdapterConfig
 from .payload import CompiledSubscription, decode
 
@@ -47,6 +44,7 @@ class MqttAdapter:
         self.config = config
         self._emitter = context.emitter
         self._log = context.logger
+        self._clock = context.clock
         self._subs = [CompiledSubscription(s) for s in config.subscriptions]
         self._known_machines = context.machines
         self.messages = 0
@@ -103,7 +101,7 @@ class MqttAdapter:
 
     def _handle(self, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         self.messages += 1
-        receive_ns = time.time_ns()
+        receive_ns = self._clock()
         reason: str | None = None
         if len(payload) > self.config.max_payload_bytes:
             reason = f"payload of {len(payload)} bytes exceeds max_payload_bytes={self.config.max_payload_bytes}"

@@ -23,8 +23,7 @@ from microfactory.mqtt.settings import (
     move_url_credentials,
 )
 
-from ...units import check_unit
-from ..base import AdapterConfigBase
+from ...sdk import AdapterConfigBase, check_unit
 
 if TYPE_CHECKING:
     from typing import Self
