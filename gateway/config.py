@@ -484,4 +484,7 @@ def load_site_config(path: str | Path) -> SiteConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(str(path), [f"{where}not valid YAML: {problem}"]) from err
-    return parse_site_config(data if data is not None else {}, str(path))
+    site = parse_site_config(data if data is not None else {}, str(path))
+    base = path.resolve().parent
+    site.adapters = [a.with_base_dir(base) for a in site.adapters]
+    return site

@@ -42,7 +42,10 @@ class Normaliser:
             raise PayloadError(f"machine {raw.machine!r}: empty signal name")
         spec = SIGNALS.get(raw.signal)
         value = raw.value
-        text_signal = spec.kind == "text" if spec else isinstance(value, str)
+        # a bad sample without a value carries the status name as text (BadSensorFailure)
+        text_signal = (spec.kind == "text" if spec else isinstance(value, str)) or (
+            raw.quality == "bad" and isinstance(value, str)
+        )
         if text_signal:
             if not isinstance(value, str):
                 raise PayloadError(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from microfactory.contract import SIGNALS
+
 from .adapters.base import (
     API_VERSION,
     Adapter,
@@ -47,6 +49,7 @@ __all__ = [
     "describe_error",
     "json_path",
     "scaled",
+    "signal_kind",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -72,6 +75,16 @@ def json_path(doc: Any, path: str) -> Any:
         if cur is MISSING:
             return MISSING
     return cur
+
+
+def signal_kind(signal: str) -> str | None:
+    """``text``, ``gauge`` or ``counter`` for a vocabulary signal; None for an integrator's own.
+
+    An adapter uses it to refuse, once and at connect, a mapping that cannot work (an
+    integer code onto the text signal ``state``) instead of failing on every value.
+    """
+    spec = SIGNALS.get(signal)
+    return spec.kind if spec else None
 
 
 def datetime_to_ns(dt: datetime) -> int:

@@ -52,6 +52,13 @@ class AdapterConfigBase(BaseModel):
         """
         return self
 
+    def with_base_dir(self, base: Path) -> Self:
+        """This config with relative file paths taken from ``base``, the config file's folder.
+
+        Called once when a site config file is loaded; the default has no paths.
+        """
+        return self
+
 
 class Emitter(Protocol):
     """Where an adapter hands its data. Every method is thread-safe and never blocks.

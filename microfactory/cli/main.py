@@ -20,18 +20,38 @@ config_app = typer.Typer(help="Site config tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 
+# Libraries whose every line is demoted to DEBUG: their warnings and tracebacks repeat what
+# our own state-change lines already say once (a powered-off machine, a stopped server),
+# and an SD card cannot take a traceback every 10 s for months.
+NOISY_LIBRARIES = ("asyncua", "amqtt", "httpx", "httpcore", "transitions", "paho")
+
+
+class DemoteLibraries(logging.Filter):
+    """Shows library records as DEBUG, and only when the log level is DEBUG."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self._level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.partition(".")[0] not in NOISY_LIBRARIES:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self._level <= logging.DEBUG
+
+
 def setup_logging(level: str) -> None:
+    numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=numeric,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # asyncua is chatty at INFO about every session detail.
-    logging.getLogger("asyncua").setLevel(logging.WARNING)
-    logging.getLogger("amqtt").setLevel(logging.ERROR)  # the demo broker's defaults, by design
-    # plain-TCP demo servers warn about missing security policies: true, and said in the docs
-    logging.getLogger("asyncua.server.server").setLevel(logging.ERROR)
-    logging.getLogger("transitions").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(DemoteLibraries(numeric))
+    if numeric > logging.DEBUG:  # spare the formatting of records that would be dropped
+        for name in NOISY_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")]
@@ -196,6 +216,13 @@ def _mount_optional() -> None:
         from microfactory.mes.cli import app as mes_app
 
         app.add_typer(mes_app, name="mes", help=mes_help)
+    opcua_help = "OPC UA tools: a client certificate, a server browsed into a site config."
+    if missing_for("gateway"):
+        _missing_program("opcua", "gateway", "the OPC UA adapter", opcua_help)
+    else:
+        from .opcua import app as opcua_app
+
+        app.add_typer(opcua_app, name="opcua", help=opcua_help)
 
 
 _mount_optional()

@@ -88,6 +88,70 @@ BAD_CONFIGS: list[tuple[str, Mutation, str]] = [
         "adapters[0].endpoint: expected opc.tcp://HOST:PORT[/path], got 'http://plc'",
     ),
     (
+        "OPC UA without security, not allowed",
+        lambda d: _opcua(d).update(security_policy="None", security_mode="None"),
+        "adapters[0]: security_policy None sends values (and any password) in clear text; "
+        "choose Basic256Sha256 (the default) or write allow_insecure: true",
+    ),
+    (
+        "OPC UA policy and mode that do not go together",
+        lambda d: _opcua(d).update(security_mode="None", allow_insecure=True),
+        "adapters[0]: security_policy 'Basic256Sha256' with security_mode 'None': either "
+        "both are None or neither is",
+    ),
+    (
+        "OPC UA unknown security policy",
+        lambda d: _opcua(d).update(security_policy="Basic128Rsa15"),
+        "adapters[0].security_policy: Input should be 'None', 'Basic256Sha256', "
+        "'Aes128Sha256RsaOaep' or 'Aes256Sha256RsaPss' (got 'Basic128Rsa15')",
+    ),
+    (
+        "OPC UA certificate without its key",
+        lambda d: _opcua(d).update(certificate="pki/cert.der"),
+        "adapters[0]: certificate and private_key go together: give both or neither",
+    ),
+    (
+        "OPC UA password from an unset variable",
+        lambda d: _opcua(d).update(username="op", password_env="MICROFACTORY_TEST_UNSET_PW"),
+        "adapters[0]: password_env names 'MICROFACTORY_TEST_UNSET_PW', which is not set in "
+        "the environment",
+    ),
+    (
+        "OPC UA password without user",
+        lambda d: _opcua(d).update(password="s3cret"),
+        "adapters[0]: a password without a username: set username too",
+    ),
+    (
+        "OPC UA same node mapped twice",
+        lambda d: _opcua(d)["nodes"].append(
+            {"node": "nsu=urn:x;s=ActivePower", "signal": "power_l1", "unit": "kW"}
+        ),
+        "adapters[0].nodes: nodes[2]: node 'nsu=urn:x;s=ActivePower' is already mapped by "
+        "nodes[1]; one node feeds one mapping",
+    ),
+    (
+        "OPC UA array node with both index and elements",
+        lambda d: _opcua(d)["nodes"].append(
+            {"node": "s=Phases", "index": 0, "elements": ["voltage_l1"], "unit": "V"}
+        ),
+        "adapters[0].nodes[2]: node 's=Phases': `index` and `elements` exclude each other",
+    ),
+    (
+        "OPC UA deadband on a polled node",
+        lambda d: _opcua(d)["nodes"][1].update(
+            mode="poll", deadband={"type": "absolute", "value": 0.1}
+        ),
+        "adapters[0].nodes[1]: node 's=ActivePower': a deadband filters monitored items; it "
+        "does nothing with mode: poll",
+    ),
+    (
+        "OPC UA credentials in the endpoint",
+        lambda d: _opcua(d).update(endpoint="opc.tcp://op:s3cret@127.0.0.1:4840"),
+        "adapters[0].endpoint: the endpoint holds credentials (user:password@); write "
+        "username and password (or password_env) instead, so they are sent in a user token "
+        "and never logged (got 'opc.tcp://127.0.0.1:4840')",
+    ),
+    (
         "misspelt adapter field",
         lambda d: _opcua(d).update(publishing_intervall_ms=100),
         "adapters[0].publishing_intervall_ms: unknown field (check its spelling and "

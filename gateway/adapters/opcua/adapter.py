@@ -1,35 +1,36 @@
-"""The OPC UA adapter: one session per server, data-change subscriptions and polling.
+"""The OPC UA adapter: one secured session per server, data-change subscriptions and polling.
 
 The SDK's :class:`ConnectionSupervisor` owns the session's life (connect with capped,
 jittered backoff, gaps, stop within a timeout) instead of asyncua's ``auto_reconnect``:
-after any failure (server restart, network loss, a watchdog read timing out) the session is
-thrown away, and the next one resolves namespace URIs again (indexes may change on restart)
-and creates exactly one new subscription. This module only says how to open a session and
-what a session does.
+after a lost connection (server restart, network loss, a watchdog read timing out) the
+session is thrown away, and the next one resolves namespace URIs again (indexes may change
+on restart) and creates exactly one new subscription.
+
+Only a lost connection ends a session. A node that is unknown, unreadable or refuses its
+monitored item is a problem of that node: reported once by name (``BadNodeIdUnknown``),
+left out of the session, and the others carry on. A Bad or Uncertain value is data, stored
+with its quality. Polled nodes are read in one Read request per interval, each DataValue
+with its own status, so one bad node cannot starve the ones listed after it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
-from asyncua.ua.uaerrors import UaError
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from ...sdk import (
-    AdapterContext,
-    Backoff,
-    ConnectionSupervisor,
-    Quality,
-    RawSample,
-    datetime_to_ns,
-    scaled,
-)
+from ...sdk import AdapterContext, Backoff, ConnectionSupervisor, RawSample
 from .config import NodeSpec, OpcUaAdapterConfig
+from .connect import disconnect, open_client, safe_endpoint
+from .status import status_name
+from .values import NodeReader, ValueProblem, enum_map_from
 
 # What a session may fail with when the server or the network goes away.
 ERRORS: tuple[type[BaseException], ...] = (
@@ -40,144 +41,309 @@ ERRORS: tuple[type[BaseException], ...] = (
     asyncio.IncompleteReadError,
 )
 
+# Statuses that say the configuration is wrong for a node, not that its value is bad.
+CONFIG_STATUSES = frozenset(
+    {
+        "BadNodeIdUnknown",
+        "BadNodeIdInvalid",
+        "BadAttributeIdInvalid",
+        "BadNotReadable",
+        "BadUserAccessDenied",
+        "BadIndexRangeInvalid",
+        "BadNotSupported",
+        "BadFilterNotAllowed",
+        "BadMonitoredItemFilterUnsupported",
+        "BadDeadbandFilterInvalid",
+        "BadSecurityModeInsufficient",
+    }
+)
+_BUILTIN_MAX = 29  # ns=0 data types up to Enumeration: not enumerations themselves
 
-def quality_of(status: ua.StatusCode | None) -> Quality:
-    """OPC UA status code → sample quality."""
-    if status is None or status.is_good():
-        return "good"
-    return "uncertain" if status.is_uncertain() else "bad"
+
+@dataclass(slots=True)
+class _Item:
+    node_id: ua.NodeId
+    reader: NodeReader
 
 
-def source_time_ns(dv: ua.DataValue) -> int | None:
-    """The value's source time, else the server's, in UTC ns (asyncua may hand out naive UTC)."""
-    dt = dv.SourceTimestamp or dv.ServerTimestamp
-    return None if dt is None else datetime_to_ns(dt)
+class NodeProblems:
+    """Per-node problems, logged once when they appear and once when they are gone."""
 
+    def __init__(self, adapter: OpcUaAdapter) -> None:
+        self._adapter = adapter
+        self.current: dict[str, str] = {}  # node -> message
+        self.counts: dict[str, int] = {}
 
-def _sample(cfg: OpcUaAdapterConfig, spec: NodeSpec, value: Any, dv: ua.DataValue) -> RawSample:
-    return RawSample(
-        cfg.machine,
-        spec.signal,
-        scaled(value, spec.scale, spec.offset),
-        spec.unit,
-        source_time_ns(dv),
-        quality_of(dv.StatusCode),
-        spec.node,
-    )
+    def report(self, node: str, message: str, payload: bytes = b"") -> None:
+        self.counts[node] = self.counts.get(node, 0) + 1
+        if self.current.get(node) == message:
+            return
+        self.current[node] = message
+        a = self._adapter
+        a.log.warning("%s: %s", a.config.name, message)
+        if payload:
+            a.emitter.dead_letter(a.config.name, node, message, payload)
+
+    def clear(self, node: str) -> None:
+        if self.current.pop(node, None) is not None:
+            self._adapter.log.info("%s: node %r is readable again", self._adapter.config.name, node)
 
 
 class _Handler:
     """Receives data changes from asyncua and hands them on once per publish response."""
 
-    def __init__(self, adapter: OpcUaAdapter, specs: dict[ua.NodeId, NodeSpec]) -> None:
-        self._adapter = adapter
-        self._specs = specs
+    def __init__(self, session: _Session, items: dict[int, _Item]) -> None:
+        self._session = session
+        self._items = items
         self._pending: list[RawSample] = []
         self._loop = asyncio.get_running_loop()
 
     def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
-        spec = self._specs.get(node.nodeid)
-        if spec is None:
+        notification = data.monitored_item
+        item = self._items.get(notification.ClientHandle)
+        if item is None:
             return
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(_sample(self._adapter.config, spec, val, data.monitored_item.Value))
-        self._adapter.notifications += 1
+        samples = self._session.decode(item, notification.Value)
+        if samples:
+            if not self._pending:
+                self._loop.call_soon(self._flush)
+            self._pending.extend(samples)
+        self._session.adapter.notifications += 1
 
     def status_change_notification(self, status: Any) -> None:
-        self._adapter.request_reconnect(f"subscription status changed: {status}")
+        code = getattr(status, "Status", None)
+        self._session.adapter.request_reconnect(f"subscription status changed: {status_name(code)}")
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         if batch:
-            self._adapter.supervisor.data_seen()
-            self._adapter.emitter.submit(batch)
+            adapter = self._session.adapter
+            adapter.supervisor.data_seen()
+            adapter.emitter.submit(batch)
 
 
 class _Session:
     """One connected client holding one subscription; ``run`` polls and probes it."""
 
     def __init__(self, adapter: OpcUaAdapter, client: Client) -> None:
-        self._adapter = adapter
+        self.adapter = adapter
         self._client = client
-        self._polled: list[tuple[Node, NodeSpec]] = []
+        self._polled: dict[float, list[_Item]] = {}  # poll interval (ms) -> items
 
+    # --------------------------------------------------------------- set-up
     async def subscribe(self) -> None:
-        """Resolve the node ids on this server and create the session's one subscription."""
-        cfg = self._adapter.config
-        client = self._client
-        specs = await self._resolve()
-        subscribed = [n for n, s in specs.items() if s.mode == "subscribe"]
+        """Resolve the nodes on this server and create the session's one subscription."""
+        cfg = self.adapter.config
+        specs = list(cfg.nodes)
+        if cfg.companion == "auto":
+            specs += await self._companion_specs({s for spec in specs for s in spec.signals})
+        resolved = await self._resolve(specs)
+        readable = await self._check_nodes(resolved)
+        subscribed = [item for item in readable if item.reader.spec.mode == "subscribe"]
         if subscribed:
-            handler = _Handler(self._adapter, specs)
-            sub = await client.create_subscription(cfg.publishing_interval_ms, handler)
-            by_interval: dict[float, list[Node]] = {}
-            for node_id in subscribed:
-                by_interval.setdefault(specs[node_id].sampling_interval_ms, []).append(
-                    client.get_node(node_id)
-                )
-            for interval, nodes in by_interval.items():
-                results = await sub.subscribe_data_change(
-                    nodes, queuesize=cfg.queue_size, sampling_interval=ua.Double(interval)
-                )
-                for node, result in zip(
-                    nodes, results if isinstance(results, list) else [results], strict=True
-                ):
-                    if isinstance(result, ua.StatusCode):
-                        raise UaError(f"cannot monitor {node.nodeid}: {result}")
-        self._polled = [(client.get_node(n), s) for n, s in specs.items() if s.mode == "poll"]
+            await self._monitor(subscribed)
+        for item in readable:
+            if item.reader.spec.mode == "poll":
+                self._polled.setdefault(item.reader.spec.poll_interval_ms, []).append(item)
 
-    async def _resolve(self) -> dict[ua.NodeId, NodeSpec]:
+    async def _companion_specs(self, taken: set[str]) -> list[NodeSpec]:
+        from .companion import discover
+
+        found = await discover(self._client)
+        out: list[NodeSpec] = []
+        for proposal in found:
+            if proposal.signal in taken:
+                continue
+            taken.add(proposal.signal)
+            out.append(
+                NodeSpec(node=proposal.node, signal=proposal.signal, value_map=proposal.value_map)
+            )
+            self.adapter.log.debug(
+                "%s: %s maps %s to %s",
+                self.adapter.config.name,
+                proposal.spec,
+                proposal.browse_path,
+                proposal.signal,
+            )
+        if not found:
+            self.adapter.problems.report(
+                "companion", "companion: auto found no Machinery or Machine Tools objects"
+            )
+        return out
+
+    async def _resolve(self, specs: list[NodeSpec]) -> list[tuple[NodeSpec, ua.NodeId]]:
         """Node ids with namespace indexes as this server numbers them today."""
-        namespaces: dict[str, int] = {}
-        out: dict[ua.NodeId, NodeSpec] = {}
-        for spec in self._adapter.config.nodes:
+        cfg = self.adapter.config
+        namespaces: dict[str, int | None] = {}
+        out: list[tuple[NodeSpec, ua.NodeId]] = []
+        for spec in specs:
             uri, kind, ident = spec.parts()
-            uri = uri or self._adapter.config.namespace_uri
-            index = 0
+            uri = uri or cfg.namespace_uri
+            index: int | None = 0
             if uri is not None:
                 if uri not in namespaces:
                     try:
                         namespaces[uri] = await self._client.get_namespace_index(uri)
-                    except ValueError as err:
-                        raise UaError(f"server has no namespace {uri!r}") from err
+                    except ValueError:
+                        namespaces[uri] = None
                 index = namespaces[uri]
+            if index is None:
+                self.adapter.problems.report(
+                    spec.node, f"node {spec.node!r}: the server has no namespace {uri!r}"
+                )
+                continue
             identifier: Any = int(ident) if kind == "i" else ident
-            out[ua.NodeId(identifier, ua.Int16(index))] = spec
+            out.append((spec, ua.NodeId(identifier, ua.Int16(index))))
         return out
+
+    def _reader(self, spec: NodeSpec) -> NodeReader:
+        cfg = self.adapter.config
+        return NodeReader(spec, cfg.machine, spec.timestamp or cfg.timestamp)
+
+    async def _check_nodes(self, resolved: list[tuple[NodeSpec, ua.NodeId]]) -> list[_Item]:
+        """Read every node's DataType in one request: unknown nodes are reported, not fatal."""
+        if not resolved:
+            return []
+        params = ua.ReadParameters()
+        for _, node_id in resolved:
+            params.NodesToRead.append(
+                ua.ReadValueId(NodeId=node_id, AttributeId=AttributeIds.DataType)
+            )
+        results = await self._read(params)
+        items: list[_Item] = []
+        for (spec, node_id), dv in zip(resolved, results, strict=True):
+            if dv.StatusCode is not None and not dv.StatusCode.is_good():
+                self.adapter.problems.report(
+                    spec.node, f"node {spec.node!r} left out: {status_name(dv.StatusCode)}"
+                )
+                continue
+            reader = self._reader(spec)
+            data_type = dv.Value.Value if dv.Value is not None else None
+            if spec.value_map is None and isinstance(data_type, ua.NodeId):
+                reader.enum_map = await self._enum_map(data_type)
+            items.append(_Item(node_id, reader))
+        return items
+
+    async def _enum_map(self, data_type: ua.NodeId) -> dict[int | str, str] | None:
+        """EnumStrings / EnumValues of an enumeration data type, if it is one."""
+        ident = data_type.Identifier
+        if data_type.NamespaceIndex == 0 and isinstance(ident, int) and ident <= _BUILTIN_MAX:
+            return None
+        node = self._client.get_node(data_type)
+        strings: list[Any] | None = None
+        values: list[Any] | None = None
+        for name in ("EnumValues", "EnumStrings"):
+            try:
+                prop = await node.get_child(f"0:{name}")
+                content = await prop.read_value()
+            except (UaError, TimeoutError):
+                continue
+            if name == "EnumValues":
+                values = list(content or [])
+            else:
+                strings = list(content or [])
+        return enum_map_from(strings, values)
+
+    async def _monitor(self, items: list[_Item]) -> None:
+        cfg = self.adapter.config
+        handles = {i + 1: item for i, item in enumerate(items)}
+        handler = _Handler(self, handles)
+        sub = await self._client.create_subscription(cfg.publishing_interval_ms, handler)
+        requests = [self._request(handle, item) for handle, item in handles.items()]
+        results = await sub.create_monitored_items(requests)
+        for (handle, item), result in zip(handles.items(), results, strict=True):
+            if isinstance(result, ua.StatusCode):
+                del handles[handle]
+                node = item.reader.spec.node
+                self.adapter.problems.report(
+                    node, f"node {node!r} cannot be monitored: {status_name(result)}"
+                )
+
+    @staticmethod
+    def _request(handle: int, item: _Item) -> ua.MonitoredItemCreateRequest:
+        spec = item.reader.spec
+        params = ua.MonitoringParameters()
+        params.ClientHandle = handle
+        params.SamplingInterval = spec.sampling_interval_ms
+        params.QueueSize = 100
+        params.DiscardOldest = True
+        if spec.deadband is not None:
+            params.Filter = ua.DataChangeFilter(
+                Trigger=ua.DataChangeTrigger.StatusValue,
+                DeadbandType=1 if spec.deadband.type == "absolute" else 2,
+                DeadbandValue=spec.deadband.value,
+            )
+        request = ua.MonitoredItemCreateRequest()
+        request.ItemToMonitor = ua.ReadValueId(NodeId=item.node_id, AttributeId=AttributeIds.Value)
+        request.MonitoringMode = ua.MonitoringMode.Reporting
+        request.RequestedParameters = params
+        return request
+
+    # --------------------------------------------------------------- running
+    def decode(self, item: _Item, dv: ua.DataValue) -> list[RawSample]:
+        """Samples of one DataValue; a problem is reported once for the node, never raised."""
+        node = item.reader.spec.node
+        name = status_name(dv.StatusCode)
+        if name in CONFIG_STATUSES:
+            self.adapter.problems.report(node, f"node {node!r}: {name}")
+            return []
+        try:
+            samples = item.reader.samples(dv)
+        except ValueProblem as problem:
+            value = dv.Value.Value if dv.Value is not None else None
+            self.adapter.problems.report(node, str(problem), repr(value)[:256].encode())
+            return []
+        self.adapter.problems.clear(node)
+        if item.reader.repeated_timestamps == 1:
+            item.reader.repeated_timestamps += 1  # warn once per session, keep counting after
+            self.adapter.log.warning(
+                "%s: node %r sends new values with the same source timestamp; they land on "
+                "one point: set timestamp: server or receive for it",
+                self.adapter.config.name,
+                node,
+            )
+        return samples
+
+    async def _read(self, params: ua.ReadParameters) -> list[ua.DataValue]:
+        params.TimestampsToReturn = ua.TimestampsToReturn.Both
+        results = await asyncio.wait_for(
+            self._client.uaclient.read(params), self.adapter.config.timeout_s
+        )
+        return list(results)
+
+    async def _poll(self, items: list[_Item]) -> None:
+        params = ua.ReadParameters()
+        for item in items:
+            params.NodesToRead.append(
+                ua.ReadValueId(NodeId=item.node_id, AttributeId=AttributeIds.Value)
+            )
+        results = await self._read(params)
+        batch: list[RawSample] = []
+        for item, dv in zip(items, results, strict=True):
+            batch.extend(self.decode(item, dv))
+        self.adapter.supervisor.data_seen()  # the server answered: the machine is there
+        if batch:
+            self.adapter.emitter.submit(batch)
 
     async def run(self) -> str:
         """Poll what must be polled and probe the session until a read fails."""
-        adapter = self._adapter
-        cfg = adapter.config
-        next_poll = {id(spec): 0.0 for _, spec in self._polled}
+        cfg = self.adapter.config
+        next_poll = dict.fromkeys(self._polled, 0.0)
         while True:
             now = time.monotonic()
-            for node, spec in self._polled:
-                if now >= next_poll[id(spec)]:
-                    next_poll[id(spec)] = now + spec.poll_interval_ms / 1000
-                    dv = await asyncio.wait_for(node.read_data_value(), cfg.timeout_s)
-                    value = dv.Value.Value if dv.Value is not None else None
-                    adapter.supervisor.data_seen()
-                    adapter.emitter.submit([_sample(cfg, spec, value, dv)])
+            for interval, items in self._polled.items():
+                if now >= next_poll[interval]:
+                    next_poll[interval] = now + interval / 1000
+                    await self._poll(items)
             # Watchdog: a blackholed network never closes the socket, a read timing out does.
             await asyncio.wait_for(self._client.nodes.server_state.read_value(), cfg.timeout_s)
             wait = cfg.watchdog_s
-            if self._polled:
+            if next_poll:
                 wait = min(wait, max(0.01, min(next_poll.values()) - time.monotonic()))
             await asyncio.sleep(wait)
 
     async def close(self) -> None:
-        """Close the session politely if the server still answers, then the socket anyway."""
-        await _disconnect(self._client)
-
-
-async def _disconnect(client: Client) -> None:
-    # A broken client can fail to close in any way asyncua likes; the socket goes regardless.
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.disconnect(), 2.0)
-    with contextlib.suppress(Exception):
-        client.disconnect_socket()
+        await disconnect(self._client)
 
 
 class OpcUaAdapter:
@@ -186,14 +352,17 @@ class OpcUaAdapter:
     def __init__(self, config: OpcUaAdapterConfig, context: AdapterContext) -> None:
         self.config = config
         self.emitter = context.emitter
+        self.log = context.logger
+        self._state_dir = context.state_dir
         self.notifications = 0
+        self.problems = NodeProblems(self)
         self.supervisor = ConnectionSupervisor(
             context,
             name=config.name,
             machines=[config.machine],
             connect=self._connect,
             errors=ERRORS,
-            connect_timeout_s=config.timeout_s * 4,  # connect, namespaces, subscription
+            connect_timeout_s=config.timeout_s * 6,  # endpoints, connect, nodes, subscription
             backoff=Backoff(max_s=config.reconnect_max_s),
         )
 
@@ -201,6 +370,11 @@ class OpcUaAdapter:
     def sessions(self) -> int:
         """Sessions opened so far; each holds exactly one subscription."""
         return self.supervisor.sessions
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint as it may be logged (without credentials)."""
+        return safe_endpoint(self.config.endpoint)
 
     async def start(self) -> None:
         """Connect in the background; returns at once."""
@@ -215,14 +389,14 @@ class OpcUaAdapter:
         self.supervisor.request_reconnect(reason)
 
     async def _connect(self) -> _Session:
-        cfg = self.config
-        client = Client(cfg.endpoint, timeout=cfg.timeout_s)
-        client.session_timeout = 60_000  # ms; a dead session is freed by the server soon
+        client = await open_client(self.config, state_dir=self._state_dir, log=self.log)
         try:
-            await asyncio.wait_for(client.connect(), cfg.timeout_s * 2)
             session = _Session(self, client)
             await session.subscribe()
+        except UaStatusCodeError as err:
+            await asyncio.shield(disconnect(client))
+            raise UaError(f"{self.endpoint}: {status_name(err.code)}") from err
         except BaseException:
-            await asyncio.shield(_disconnect(client))
+            await asyncio.shield(disconnect(client))
             raise
         return session

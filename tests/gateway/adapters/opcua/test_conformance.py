@@ -1,7 +1,9 @@
 """The OPC UA adapter passes the conformance kit against a real asyncua server.
 
 The counterpart is an asyncua ``Server`` started by the test on a free port of 127.0.0.1,
-writing a power and a state value every 0.1 s; the bad payload is a NaN power reading.
+offering only Basic256Sha256 SignAndEncrypt (the adapter's default), writing a power and a
+state value every 0.1 s; the bad payload is a NaN power reading. The adapter trusts the
+server's certificate on first use.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +22,7 @@ from asyncua.server.server import Server
 
 from microfactory.cli.ports import free_port
 from microfactory.gateway.adapters.opcua import plugin
+from microfactory.gateway.adapters.opcua.certificates import create_certificate
 from microfactory.gateway.testing import AdapterConformance, BadConfig
 
 pytestmark = pytest.mark.integration
@@ -47,6 +52,7 @@ class PressServer:
             "timeout_s": 1,
             "watchdog_s": 0.3,
             "reconnect_max_s": 1,
+            "trust_on_first_use": True,
             "nodes": [
                 {"node": "s=Power", "signal": "power_active", "unit": "kW"},
                 {"node": "s=State", "signal": "state", "mode": "poll", "poll_interval_ms": 200},
@@ -58,7 +64,13 @@ class PressServer:
             server = Server()
             await server.init()
             server.set_endpoint(self.endpoint)
-            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            uri = "urn:microfactory:test:press:server"
+            pki = Path(tempfile.mkdtemp(prefix="press-pki-"))
+            cert, key = create_certificate(pki, application_uri=uri, host="127.0.0.1", server=True)
+            await server.set_application_uri(uri)
+            await server.load_certificate(str(cert))
+            await server.load_private_key(str(key))
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
             idx = await server.register_namespace(NAMESPACE)
             press = await server.nodes.objects.add_object(idx, "Press")
             self._power = await press.add_variable(
