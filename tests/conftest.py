@@ -8,13 +8,15 @@ stops naming the test and the fixture (tests/helpers/markers.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
 
 from tests.helpers.markers import check_kinds, starts_server
+from tests.helpers.node_opcua import NodeOpcuaServer
 from tests.helpers.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 # CI runs the same generated examples every time (a red build must be reproducible);
@@ -48,3 +50,20 @@ def influxdb1(tmp_path: Path) -> Iterator[InfluxDB1]:
 def victoriametrics(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     with VictoriaMetrics(tmp_path / "vm") as server:
         yield server
+
+
+@pytest.fixture
+@starts_server("node-opcua OPC UA server")
+def node_opcua(tmp_path: Path) -> Iterator[Callable[..., NodeOpcuaServer]]:
+    """Start node-opcua servers, ``node_opcua(security=[...], users={...})``; all stopped after."""
+    started: list[NodeOpcuaServer] = []
+
+    def start(**options: Any) -> NodeOpcuaServer:
+        server = NodeOpcuaServer(tmp_path / f"node-opcua-{len(started)}", **options)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
