@@ -97,6 +97,13 @@ class WorkshopSettings(BaseModel):
         description="machine id -> TCP port; 0 picks a free port",
     )
     truth_dir: Path | None = None
+    pki_dir: Path | None = Field(
+        default=None,
+        description=(
+            "where the OPC UA servers keep their certificates (one folder per machine), so a "
+            "gateway that trusted one keeps trusting it across runs; None: a temporary one"
+        ),
+    )
     power_loss_probability: float = Field(
         default=0.01, ge=0, description="expected power losses per machine per simulated hour"
     )
@@ -162,6 +169,7 @@ class Workshop:
                     kind=spec.kind,
                     host=s.opcua_host,
                     port=s.opcua_ports.get(spec.machine_id, 0),
+                    pki_dir=s.pki_dir / spec.machine_id if s.pki_dir is not None else None,
                 )
             elif protocol == "mqtt" and s.mqtt_url is not None:
                 link = MqttLink(url=s.mqtt_url, client_id=f"sim-{spec.machine_id}-{run_tag}")

@@ -159,6 +159,7 @@ async def run_demo(options: DemoOptions) -> int:
             mqtt_url=mqtt_url,
             opcua_ports={"mill-1": 0, "laser-1": 0},
             truth_dir=truth_dir,
+            pki_dir=data_dir / "simulators" / "pki",  # the gateway trusts them across runs
         )
     )
     gw: Gateway | None = None

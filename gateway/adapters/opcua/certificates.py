@@ -98,6 +98,7 @@ def create_certificate(
     cert_path, key_path = out_dir / CERT_FILE, out_dir / KEY_FILE
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode does not apply to an existing file
         f.write(cert_gen.dump_private_key_as_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
     return cert_path, key_path

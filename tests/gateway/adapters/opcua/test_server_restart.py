@@ -92,6 +92,7 @@ async def test_opcua_server_restart_and_blackhole(tmp_path: Path) -> None:
                 "timeout_s": 2,
                 "watchdog_s": 0.5,
                 "reconnect_max_s": 2,
+                "trust_on_first_use": True,
                 "nodes": [
                     {"node": "s=ActivePower", "signal": "power_active", "unit": "W"},
                     {"node": "s=SpindleSpeed", "signal": "spindle_speed", "unit": "rpm"},
