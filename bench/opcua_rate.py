@@ -6,6 +6,10 @@ each written --hz times a second; the gateway subscribes to all of them (publish
 offered by the server and taken by the gateway, and the gateway process's CPU use.
 
     .venv/bin/python bench/opcua_rate.py --nodes 200 --hz 50 --duration 30 --runs 3
+    .venv/bin/python bench/opcua_rate.py --security sign-encrypt   # Basic256Sha256 SignAndEncrypt
+
+``--security none`` (the default here, to compare with earlier figures) needs
+``allow_insecure``; ``sign`` / ``sign-encrypt`` are what a secured controller costs.
 """
 
 from __future__ import annotations
@@ -25,18 +29,44 @@ from asyncua.server.server import Server
 from common import median_report
 
 from microfactory.cli.ports import free_port
+from microfactory.gateway.adapters.opcua.certificates import create_certificate
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
 
 NS = "urn:bench:opcua"
+SERVER_URI = "urn:bench:opcua:server"
+SECURITY = {
+    "none": ("None", "None", [ua.SecurityPolicyType.NoSecurity]),
+    "sign": ("Basic256Sha256", "Sign", [ua.SecurityPolicyType.Basic256Sha256_Sign]),
+    "sign-encrypt": (
+        "Basic256Sha256",
+        "SignAndEncrypt",
+        [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt],
+    ),
+}
 
 
 async def _serve(
-    port: int, nodes: int, hz: float, go: MpEvent, stop: MpEvent, written: Synchronized[int]
+    port: int,
+    nodes: int,
+    hz: float,
+    security: str,
+    pki: Path,
+    go: MpEvent,
+    stop: MpEvent,
+    written: Synchronized[int],
 ) -> None:
     server = Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/bench")
+    server.set_security_policy(SECURITY[security][2])
+    if security != "none":
+        cert, key = create_certificate(
+            pki, application_uri=SERVER_URI, host="127.0.0.1", server=True
+        )
+        await server.set_application_uri(SERVER_URI)
+        await server.load_certificate(str(cert))
+        await server.load_private_key(str(key))
     idx = await server.register_namespace(NS)
     obj = await server.nodes.objects.add_object(idx, "Bench")
     variables = [
@@ -64,18 +94,31 @@ async def _serve(
 
 
 def _server_process(
-    port: int, nodes: int, hz: float, go: MpEvent, stop: MpEvent, written: Synchronized[int]
+    port: int,
+    nodes: int,
+    hz: float,
+    security: str,
+    pki: Path,
+    go: MpEvent,
+    stop: MpEvent,
+    written: Synchronized[int],
 ) -> None:
-    asyncio.run(_serve(port, nodes, hz, go, stop, written))
+    asyncio.run(_serve(port, nodes, hz, security, pki, go, stop, written))
 
 
-async def run_once(nodes: int, hz: float, duration: float) -> tuple[float, float, float]:
+async def run_once(
+    nodes: int, hz: float, duration: float, security: str
+) -> tuple[float, float, float]:
     port = free_port()
     go, stop = mp.Event(), mp.Event()
     written: Synchronized[int] = mp.Value("q", 0)
-    server = mp.Process(target=_server_process, args=(port, nodes, hz, go, stop, written))
-    server.start()
     tmp = Path(tempfile.mkdtemp(prefix="bench-opcua-"))
+    server = mp.Process(
+        target=_server_process,
+        args=(port, nodes, hz, security, tmp / "server-pki", go, stop, written),
+    )
+    server.start()
+    policy, mode, _ = SECURITY[security]
     site = parse_site_config(
         {
             "site": "bench",
@@ -87,6 +130,10 @@ async def run_once(nodes: int, hz: float, duration: float) -> tuple[float, float
                     "machine": "m1",
                     "endpoint": f"opc.tcp://127.0.0.1:{port}/bench",
                     "namespace_uri": NS,
+                    "security_policy": policy,
+                    "security_mode": mode,
+                    "allow_insecure": security == "none",
+                    "trust_on_first_use": True,
                     "publishing_interval_ms": 100,
                     "queue_size": 1000,
                     "nodes": [
@@ -137,10 +184,11 @@ def main() -> None:
     ap.add_argument("--hz", type=float, default=50)
     ap.add_argument("--duration", type=float, default=30)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--security", choices=sorted(SECURITY), default="none")
     args = ap.parse_args()
     offered, taken, cores = [], [], []
     for i in range(args.runs):
-        o, t, c = asyncio.run(run_once(args.nodes, args.hz, args.duration))
+        o, t, c = asyncio.run(run_once(args.nodes, args.hz, args.duration, args.security))
         print(
             f"run {i + 1}: server wrote {o:,.0f} changes/s, gateway took {t:,.0f}/s "
             f"using {c:.2f} cores",

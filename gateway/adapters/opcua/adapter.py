@@ -249,9 +249,9 @@ class _Session:
         handles = {i + 1: item for i, item in enumerate(items)}
         handler = _Handler(self, handles)
         sub = await self._client.create_subscription(cfg.publishing_interval_ms, handler)
-        requests = [self._request(handle, item) for handle, item in handles.items()]
+        requests = [self._request(handle, item, cfg.queue_size) for handle, item in handles.items()]
         results = await sub.create_monitored_items(requests)
-        for (handle, item), result in zip(handles.items(), results, strict=True):
+        for (handle, item), result in zip(list(handles.items()), results, strict=True):
             if isinstance(result, ua.StatusCode):
                 del handles[handle]
                 node = item.reader.spec.node
@@ -260,12 +260,12 @@ class _Session:
                 )
 
     @staticmethod
-    def _request(handle: int, item: _Item) -> ua.MonitoredItemCreateRequest:
+    def _request(handle: int, item: _Item, queue_size: int) -> ua.MonitoredItemCreateRequest:
         spec = item.reader.spec
         params = ua.MonitoringParameters()
         params.ClientHandle = handle
         params.SamplingInterval = spec.sampling_interval_ms
-        params.QueueSize = 100
+        params.QueueSize = queue_size
         params.DiscardOldest = True
         if spec.deadband is not None:
             params.Filter = ua.DataChangeFilter(
@@ -283,17 +283,20 @@ class _Session:
     def decode(self, item: _Item, dv: ua.DataValue) -> list[RawSample]:
         """Samples of one DataValue; a problem is reported once for the node, never raised."""
         node = item.reader.spec.node
-        name = status_name(dv.StatusCode)
-        if name in CONFIG_STATUSES:
-            self.adapter.problems.report(node, f"node {node!r}: {name}")
-            return []
+        status = dv.StatusCode
+        if status is not None and not status.is_good():
+            name = status_name(status)
+            if name in CONFIG_STATUSES:
+                self.adapter.problems.report(node, f"node {node!r}: {name}")
+                return []
         try:
             samples = item.reader.samples(dv)
         except ValueProblem as problem:
             value = dv.Value.Value if dv.Value is not None else None
             self.adapter.problems.report(node, str(problem), repr(value)[:256].encode())
             return []
-        self.adapter.problems.clear(node)
+        if node in self.adapter.problems.current:
+            self.adapter.problems.clear(node)
         if item.reader.repeated_timestamps == 1:
             item.reader.repeated_timestamps += 1  # warn once per session, keep counting after
             self.adapter.log.warning(

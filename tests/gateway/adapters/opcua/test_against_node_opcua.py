@@ -172,10 +172,7 @@ async def test_untrusted_server_is_refused_until_its_file_is_copied(
         assert emitter.samples == []
         line = next(r.getMessage() for r in caplog.records if "is not trusted" in r.getMessage())
         rejected = Path(line.split("then copy ", 1)[1].split(" into ")[0])
-        assert (
-            rejected.is_file()
-            and rejected.read_bytes() == site.server.certificate_path.read_bytes()
-        )
+        assert same_bytes(rejected, site.server.certificate_path)
         assert str(trust) in line
         shutil.copy(rejected, trust)
         await wait_for(lambda: len(emitter.samples) > 0, 20, "data once trusted")
@@ -351,3 +348,39 @@ async def test_frozen_source_timestamp_is_visible_and_server_time_separates_valu
     assert len({s.ts_ns for s in source.samples}) == 1
     assert len({s.ts_ns for s in server.samples}) >= 4
     assert "same source timestamp" in caplog.text
+
+
+async def test_deadband_filters_on_the_server_and_a_refused_filter_is_that_nodes_problem(
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    nodes = [
+        # Power moves within 5..15.6 kW: an absolute band of 100 lets only the first through
+        {
+            "node": nsu("Machine.Power"),
+            "signal": "power_active",
+            "unit": "kW",
+            "deadband": {"type": "absolute", "value": 100},
+        },
+        # 50 % of Temperature's EURange (-20..200 degC) is 110 degC; it moves within 40..45
+        {
+            "node": nsu("Machine.Temperature"),
+            "signal": "temperature_spindle",
+            "deadband": {"type": "percent", "value": 50},
+        },
+        # a plain variable has no EURange: the server refuses a percent band on it
+        {
+            "node": nsu("Machine.PartCount"),
+            "signal": "part_count",
+            "deadband": {"type": "percent", "value": 10},
+        },
+        {"node": nsu("Machine.Phases"), "elements": ["voltage_l1", "voltage_l2", "voltage_l3"]},
+    ]
+    caplog.set_level(logging.WARNING)
+    async with running(config(site, tmp_path, nodes=nodes), tmp_path) as (adapter, emitter):
+        await wait_for(lambda: len(signal_samples(emitter, "voltage_l1")) >= 25, 20, "flow")
+    assert len(signal_samples(emitter, "power_active")) == 1
+    assert len(signal_samples(emitter, "temperature_spindle")) == 1
+    assert signal_samples(emitter, "part_count") == []
+    refused = [r.getMessage() for r in caplog.records if "PartCount" in r.getMessage()]
+    assert len(refused) == 1 and "BadMonitoredItemFilterUnsupported" in refused[0], refused
+    assert adapter.sessions == 1 and adapter.supervisor.failures == 0

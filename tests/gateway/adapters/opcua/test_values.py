@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from asyncua import ua
+from asyncua.ua.status_codes import StatusCodes
 
 from microfactory.gateway.adapters.opcua.config import NodeSpec
 from microfactory.gateway.adapters.opcua.values import (
@@ -27,16 +28,16 @@ NOW_NS = int(datetime(2026, 12, 1, 9, 0, tzinfo=UTC).timestamp() * 1e9)
 def dv(
     value: Any,
     vtype: ua.VariantType | None = None,
-    status: int = ua.StatusCodes.Good,
+    status: int = StatusCodes.Good,
     source: datetime | None = T0,
     server: datetime | None = T1,
 ) -> ua.DataValue:
     variant = ua.Variant(value, vtype) if vtype is not None else ua.Variant(value)
     return ua.DataValue(
         Value=None if value is None else variant,
-        StatusCode=ua.StatusCode(status),
-        SourceTimestamp=source,
-        ServerTimestamp=server,
+        StatusCode=ua.StatusCode(ua.UInt32(status)),
+        SourceTimestamp=cast(ua.DateTime, source),
+        ServerTimestamp=cast(ua.DateTime, server),
     )
 
 
@@ -52,7 +53,7 @@ def one(r: NodeReader, value: ua.DataValue) -> RawSample:
 
 
 def test_bad_status_without_value_is_a_bad_sample_named_by_its_status() -> None:
-    s = one(reader(signal="power_active"), dv(None, status=ua.StatusCodes.BadSensorFailure))
+    s = one(reader(signal="power_active"), dv(None, status=StatusCodes.BadSensorFailure))
     assert (s.value, s.quality, s.signal) == ("BadSensorFailure", "bad", "power_active")
     stored = Normaliser(PipelineSettings())(s, NOW_NS)
     assert (stored.value, stored.quality, stored.unit) == ("BadSensorFailure", "bad", "")
@@ -61,7 +62,7 @@ def test_bad_status_without_value_is_a_bad_sample_named_by_its_status() -> None:
 def test_uncertain_value_is_kept_with_its_quality() -> None:
     s = one(
         reader(signal="power_active", unit="kW"),
-        dv(2.5, ua.VariantType.Double, status=ua.StatusCodes.UncertainLastUsableValue),
+        dv(2.5, ua.VariantType.Double, status=StatusCodes.UncertainLastUsableValue),
     )
     assert (s.value, s.quality, s.unit) == (2.5, "uncertain", "kW")
 
