@@ -17,6 +17,15 @@ class ConfigError(GatewayError):
         super().__init__(f"{source}: invalid site config\n{lines}")
 
 
+class NeedsAttention(GatewayError):
+    """A connection refused for a reason a person must fix (trust, credentials, settings).
+
+    The supervisor logs each new one, even in the middle of an outage whose other
+    failures it keeps at debug level: the machine came back, and now refuses the
+    gateway's certificate, is worth a line.
+    """
+
+
 class PayloadError(GatewayError):
     """One message from a machine could not be turned into samples; it goes to dead letters."""
 

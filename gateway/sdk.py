@@ -23,7 +23,7 @@ from .adapters.base import (
     ConnectionState,
     Emitter,
 )
-from .errors import PayloadError
+from .errors import NeedsAttention, PayloadError
 from .sample import Quality, RawSample
 from .supervisor import Backoff, Connection, ConnectionSupervisor, describe_error
 from .units import check_unit
@@ -41,6 +41,7 @@ __all__ = [
     "ConnectionState",
     "ConnectionSupervisor",
     "Emitter",
+    "NeedsAttention",
     "PayloadError",
     "Quality",
     "RawSample",

@@ -10,9 +10,10 @@ does the rest the same way for every protocol:
   away, with the reason in words;
 - with ``stale_after_s``, notices a connection that is up but silent (a device that stopped
   publishing), and reports that silence as a gap when data comes back;
-- logs one line per state change: the first failure is a warning (an unexpected exception:
-  an error with its traceback), the same failure again is debug, the recovery says how long
-  the source was away;
+- logs one line when the source goes away (a warning; an unexpected exception: an error
+  with its traceback) and one when it is back, saying how long it was away; the failed
+  attempts in between are debug, except a new :class:`NeedsAttention` reason (a refused
+  certificate or password), which a person must read;
 - ``stop`` finishes within its timeout, cancelling a connect or a session that hangs.
 """
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from .adapters.base import AdapterContext, ConnectionState
+from .errors import NeedsAttention
 
 
 class Connection(Protocol):
@@ -199,14 +201,18 @@ class ConnectionSupervisor:
     async def _supervise(self) -> None:
         down_since: int | None = None
         reason = "never connected"
+        outage_logged = False
         while not self._stopping.is_set():
             self._set_state("connecting")
             connection: Connection | None = None
             internal: Exception | None = None
+            attention = False
             try:
                 connection = await self._open()
             except self._errors as err:
-                reason = describe_error(err)
+                reason, attention = describe_error(err), isinstance(err, NeedsAttention)
+            except NeedsAttention as err:
+                reason, attention = describe_error(err), True
             except Exception as err:  # top-level supervisor: a bug must not end the adapter
                 reason, internal = self._internal(err), err
             if self._stopping.is_set():
@@ -227,6 +233,7 @@ class ConnectionSupervisor:
                 else:
                     self._log.info("%s: connected", self.name)
                 self._last_failure = None
+                outage_logged = False
                 self._set_state("connected")
                 self.backoff.reset()
                 reason, internal, silent_since = await self._serve(connection)
@@ -245,8 +252,11 @@ class ConnectionSupervisor:
                 self._log.error(
                     "%s: %s; retrying in %.1f s", self.name, reason, delay, exc_info=internal
                 )
-            else:
+            elif attention or not outage_logged:
                 self._log.warning("%s: %s; retrying in %.1f s", self.name, reason, delay)
+            else:  # still away, for another reason: the outage is already in the log
+                self._log.debug("%s: %s; retrying in %.1f s", self.name, reason, delay)
+            outage_logged = True
             self._last_failure = reason
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)

@@ -301,3 +301,19 @@ def test_browse_node_opcua_secured_with_our_certificate(
         and adapter.certificate.resolve() == (pki / "cert.der").resolve()
     )
     assert os.path.commonpath([adapter.trust_dir or "", tmp_path]) == str(tmp_path)
+
+
+def test_library_records_are_debug_only() -> None:
+    """asyncua's warnings and tracebacks reach the log only at --log-level debug."""
+    import logging
+
+    from microfactory.cli.main import DemoteLibraries
+
+    def shown(level: int, name: str) -> tuple[bool, str]:
+        record = logging.LogRecord(name, logging.WARNING, __file__, 1, "msg", None, None)
+        keep = DemoteLibraries(level).filter(record)
+        return bool(keep), record.levelname
+
+    assert shown(logging.INFO, "asyncua.client.ua_client") == (False, "DEBUG")
+    assert shown(logging.DEBUG, "asyncua.client.ua_client") == (True, "DEBUG")
+    assert shown(logging.INFO, "microfactory.gateway.adapters.opcua.mill") == (True, "WARNING")

@@ -22,6 +22,7 @@ from asyncua.crypto import security_policies as sp
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
+from ...sdk import NeedsAttention
 from .certificates import (
     TrustList,
     application_uri_of,
@@ -47,7 +48,7 @@ _POLICY_NAMES = {cls.URI: name for name, cls in POLICIES.items()} | {
 }
 
 
-class ConnectError(UaError):
+class ConnectError(UaError, NeedsAttention):
     """A connection refused for a reason a person must fix; the message says what and where."""
 
 

@@ -384,3 +384,44 @@ async def test_deadband_filters_on_the_server_and_a_refused_filter_is_that_nodes
     refused = [r.getMessage() for r in caplog.records if "PartCount" in r.getMessage()]
     assert len(refused) == 1 and "BadMonitoredItemFilterUnsupported" in refused[0], refused
     assert adapter.sessions == 1 and adapter.supervisor.failures == 0
+
+
+async def test_a_machine_switched_off_is_one_line_away_and_one_line_back(
+    node_opcua: Callable[..., NodeOpcuaServer], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = create_certificate(tmp_path / "client", application_uri=CLIENT_URI)
+    server = node_opcua(
+        security=[("Basic256Sha256", "SignAndEncrypt")], trusted_client_certificates=[cert]
+    )
+    data = {
+        "type": "opcua",
+        "name": "cell",
+        "machine": "cell-1",
+        "endpoint": server.endpoint,
+        "certificate": str(cert),
+        "private_key": str(key),
+        "trust_on_first_use": True,
+        "timeout_s": 1,
+        "watchdog_s": 0.3,
+        "reconnect_max_s": 1,
+        "nodes": [{"node": nsu("Machine.Power"), "signal": "power_active", "unit": "kW"}],
+    }
+    caplog.set_level(logging.DEBUG, logger="microfactory.test.cell")
+    async with running(data, tmp_path) as (adapter, emitter):
+        await wait_for(lambda: adapter.supervisor.state == "connected", 20, "connected")
+        await asyncio.to_thread(server.stop)
+        await wait_for(lambda: adapter.supervisor.failures >= 5, 30, "five failed attempts")
+        await asyncio.to_thread(server.start)
+        await wait_for(lambda: adapter.sessions == 2, 30, "connected again")
+    ours = [r for r in caplog.records if r.name == "microfactory.test.cell"]
+    loud = [
+        (r.levelname, r.getMessage())
+        for r in ours
+        if r.levelno >= logging.INFO and "trusted on first use" not in r.getMessage()
+    ]
+    assert [lvl for lvl, _ in loud] == ["INFO", "WARNING", "INFO", "INFO"], loud
+    assert loud[0][1] == "cell: connected"
+    assert "BadShutdown" in loud[1][1] or "Connection" in loud[1][1], loud[1]
+    assert "connected again after" in loud[2][1]
+    assert loud[3][1] == "cell: stopped"
+    assert len(emitter.gaps) == 1
