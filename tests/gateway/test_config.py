@@ -329,3 +329,29 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
         "mill-1",
         "printer-1",
     ]
+
+
+def test_opcua_paths_are_relative_to_the_config_file_and_passwords_come_from_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from microfactory.gateway.adapters.opcua.config import OpcUaAdapterConfig
+
+    data = yaml.safe_load(BASE_YAML)
+    data["adapters"][0].update(
+        certificate="pki/cert.der",
+        private_key="pki/key.pem",
+        trust_dir="/etc/microfactory/trusted",
+        username="operator",
+        password_env="MILL_OPCUA_PASSWORD",
+    )
+    monkeypatch.setenv("MILL_OPCUA_PASSWORD", "from-the-env")
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "site.yaml").write_text(yaml.safe_dump(data))
+    mill = load_site_config(folder / "site.yaml").adapters[0]
+    assert isinstance(mill, OpcUaAdapterConfig)
+    assert mill.certificate == folder.resolve() / "pki" / "cert.der"
+    assert mill.private_key == folder.resolve() / "pki" / "key.pem"
+    assert mill.trust_dir == Path("/etc/microfactory/trusted")
+    assert mill.password is not None and mill.password.get_secret_value() == "from-the-env"
+    assert "from-the-env" not in repr(mill)
