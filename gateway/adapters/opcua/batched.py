@@ -8,7 +8,8 @@ Browse continuation points, so callers see whole answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import base64
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from asyncua import ua
@@ -34,10 +35,43 @@ def value_of(dv: ua.DataValue) -> Any:
     return dv.Value.Value if dv.Value is not None else None
 
 
+class UnknownNamespace(ValueError):
+    """A node id names a namespace index the server's NamespaceArray does not list."""
+
+
+def nsu_node_id(node_id: ua.NodeId, namespaces: Sequence[str]) -> str:
+    """``nsu=<namespace URI>;s=…`` (or ``i=``/``g=``/``b=``): the form a site config accepts."""
+    idx = node_id.NamespaceIndex
+    if idx >= len(namespaces):
+        raise UnknownNamespace(
+            f"node {node_id} names namespace {idx}, which the server does not list"
+        )
+    kind = {
+        ua.NodeIdType.TwoByte: "i",
+        ua.NodeIdType.FourByte: "i",
+        ua.NodeIdType.Numeric: "i",
+        ua.NodeIdType.String: "s",
+        ua.NodeIdType.Guid: "g",
+        ua.NodeIdType.ByteString: "b",
+    }[node_id.NodeIdType]
+    ident = node_id.Identifier
+    text = base64.b64encode(ident).decode("ascii") if isinstance(ident, bytes) else str(ident)
+    return f"nsu={namespaces[idx]};{kind}={text}"
+
+
 async def browse_children(
-    client: Client, parents: list[ua.NodeId]
+    client: Client,
+    parents: Sequence[ua.NodeId],
+    *,
+    reference: int = ObjectIds.HierarchicalReferences,
+    node_classes: int = ua.NodeClass.Object | ua.NodeClass.Variable,
+    direction: ua.BrowseDirection = ua.BrowseDirection.Forward,
 ) -> list[list[ua.ReferenceDescription]]:
-    """Forward hierarchical references (and properties) of each parent, continuation included."""
+    """The references of each parent (hierarchical, forward, objects and variables unless
+    told otherwise; subtypes of the reference included), continuation points followed.
+
+    ``node_classes`` 0 means every node class.
+    """
     out: list[list[ua.ReferenceDescription]] = []
     for start in range(0, len(parents), CHUNK):
         chunk = parents[start : start + CHUNK]
@@ -47,10 +81,10 @@ async def browse_children(
         params.NodesToBrowse = [
             ua.BrowseDescription(
                 NodeId=parent,
-                BrowseDirection=ua.BrowseDirection.Forward,
-                ReferenceTypeId=ns0(ObjectIds.HierarchicalReferences),
+                BrowseDirection=direction,
+                ReferenceTypeId=ns0(reference),
                 IncludeSubtypes=True,
-                NodeClassMask=ua.NodeClass.Object | ua.NodeClass.Variable,
+                NodeClassMask=node_classes,
                 ResultMask=ua.BrowseResultMask.All,
             )
             for parent in chunk

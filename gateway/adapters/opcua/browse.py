@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -23,7 +23,16 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaStatusCodeError
 
-from .batched import browse_children, node_key, ns0, read_attributes, value_of
+from .batched import (
+    UnknownNamespace,
+    browse_children,
+    node_key,
+    ns0,
+    nsu_node_id,
+    read_attributes,
+    value_of,
+)
+from .companion import CompanionNode, discover
 from .config import OpcUaAdapterConfig
 from .connect import (
     client_identity,
@@ -42,9 +51,6 @@ from .datatypes import (
 )
 from .proposals import config_unit
 from .status import status_name
-
-if TYPE_CHECKING:
-    from .companion import CompanionNode
 
 DEFAULT_DEPTH = 8
 DEFAULT_MAX_NODES = 2000
@@ -96,29 +102,6 @@ class BrowseResult:
     nodes: list[BrowsedNode]
     truncated: bool
     companion: list[CompanionNode] = field(default_factory=list)
-
-
-def nsu_node_id(node_id: ua.NodeId, namespaces: Sequence[str]) -> str:
-    """``nsu=<namespace URI>;s=…`` (or ``i=``/``g=``/``b=``): the form a site config accepts."""
-    idx = node_id.NamespaceIndex
-    if idx >= len(namespaces):
-        raise BrowseError(f"node {node_id} names namespace {idx}, which the server does not list")
-    kind = {
-        ua.NodeIdType.TwoByte: "i",
-        ua.NodeIdType.FourByte: "i",
-        ua.NodeIdType.Numeric: "i",
-        ua.NodeIdType.String: "s",
-        ua.NodeIdType.Guid: "g",
-        ua.NodeIdType.ByteString: "b",
-    }[node_id.NodeIdType]
-    ident = node_id.Identifier
-    if isinstance(ident, bytes):
-        import base64
-
-        text = base64.b64encode(ident).decode("ascii")
-    else:
-        text = str(ident)
-    return f"nsu={namespaces[idx]};{kind}={text}"
 
 
 # --------------------------------------------------------------------------- the walk
@@ -290,14 +273,6 @@ async def walk(
 
 
 # --------------------------------------------------------------------------- one browse
-async def _companion(client: Client, max_nodes: int) -> list[CompanionNode]:
-    """OPC 40001-1 / 40501-1 proposals; [] when the server exposes no such objects."""
-    # imported here, not at the top: companion imports nsu_node_id from this module
-    from .companion import discover
-
-    return await discover(client, max_nodes=max_nodes)
-
-
 async def application_name(cfg: OpcUaAdapterConfig) -> tuple[str, str]:
     """(ApplicationName, ApplicationUri) the server announces, asked without security."""
     endpoints = await list_endpoints(cfg.endpoint, cfg.timeout_s)
@@ -320,7 +295,9 @@ async def browse_server(
     client = await open_client(cfg, state_dir=state_dir, log=log)
     try:
         nodes, truncated = await walk(client, max_depth=max_depth, max_nodes=max_nodes)
-        companion = await _companion(client, max_nodes)
+        companion = await discover(client, max_nodes=max_nodes)
+    except UnknownNamespace as err:
+        raise BrowseError(f"{safe_endpoint(cfg.endpoint)}: {err}") from err
     except UaStatusCodeError as err:
         raise BrowseError(
             f"{safe_endpoint(cfg.endpoint)} refused a browse or read: {status_name(err.code)}"

@@ -46,14 +46,13 @@ from asyncua.client.client import Client
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaStatusCodeError
 
-from .browse import nsu_node_id
+from .batched import browse_children, nsu_node_id
 
 log = logging.getLogger(__name__)
 
 MACHINERY_URI: Final = "http://opcfoundation.org/UA/Machinery/"
 MACHINE_TOOL_URI: Final = "http://opcfoundation.org/UA/MachineTool/"
 MAX_DEPTH: Final = 6
-_CHUNK: Final = 200  # nodes per Browse request
 _MAX_JOBS: Final = 50  # jobs whose state is read (one request each) to find the running one
 _MAX_SUBTYPES: Final = 200  # per standard type: subtype trees are small; a bound all the same
 
@@ -121,49 +120,14 @@ def _plain(node_id: ua.NodeId) -> ua.NodeId:
     return ua.NodeId(node_id.Identifier, node_id.NamespaceIndex)
 
 
-async def _browse(
-    client: Client,
-    parents: Sequence[ua.NodeId],
-    reference: int,
-    mask: int,
-) -> list[list[ua.ReferenceDescription]]:
-    """Forward references of each parent, continuation points followed, 200 per request."""
-    out: list[list[ua.ReferenceDescription]] = []
-    for start in range(0, len(parents), _CHUNK):
-        params = ua.BrowseParameters()
-        params.View = ua.ViewDescription()
-        params.RequestedMaxReferencesPerNode = 0
-        params.NodesToBrowse = [
-            ua.BrowseDescription(
-                NodeId=parent,
-                BrowseDirection=ua.BrowseDirection.Forward,
-                ReferenceTypeId=_node_id(reference),
-                IncludeSubtypes=True,
-                NodeClassMask=mask,
-                ResultMask=ua.BrowseResultMask.All,
-            )
-            for parent in parents[start : start + _CHUNK]
-        ]
-        for result in await client.uaclient.browse(params):
-            refs = list(result.References or [])
-            point = result.ContinuationPoint
-            while point:
-                more = ua.BrowseNextParameters()
-                more.ReleaseContinuationPoints = False
-                more.ContinuationPoints = [point]
-                (next_result,) = await client.uaclient.browse_next(more)
-                refs.extend(next_result.References or [])
-                point = next_result.ContinuationPoint
-            out.append(refs)
-    return out
-
-
 async def _with_subtypes(client: Client, roots: Iterable[ua.NodeId]) -> set[tuple[int, str | int]]:
     """The types and their subtypes (a vendor's MyMillType derived from MachineToolType)."""
     found = {_key(r) for r in roots}
     level = list(roots)
     while level and len(found) < _MAX_SUBTYPES:
-        results = await _browse(client, level, ObjectIds.HasSubtype, ua.NodeClass.ObjectType)
+        results = await browse_children(
+            client, level, reference=ObjectIds.HasSubtype, node_classes=ua.NodeClass.ObjectType
+        )
         level = []
         for refs in results:
             for ref in refs:
@@ -218,12 +182,7 @@ async def _walk(
         if not level or len(found) >= max_nodes:
             break
         parents = [s for s in level if s.node_id is not None]
-        results = await _browse(
-            client,
-            [p.node_id for p in parents],
-            ObjectIds.HierarchicalReferences,
-            ua.NodeClass.Object | ua.NodeClass.Variable,
-        )
+        results = await browse_children(client, [p.node_id for p in parents])
         level = []
         for parent, refs in zip(parents, results, strict=True):
             for ref in refs:

@@ -18,7 +18,7 @@ from asyncua.client.client import Client
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
 
-from .batched import node_key, ns0, read_attributes, value_of
+from .batched import browse_children, node_key, read_attributes, value_of
 
 # Data types the gateway stores (numbers, text, Boolean, DateTime, enumerations), by the
 # name of their built-in ancestor; structures, byte strings, node ids and GUIDs are not.
@@ -89,36 +89,21 @@ async def _browse_name(client: Client, node_id: ua.NodeId) -> str:
 
 
 async def _supertype(client: Client, node_id: ua.NodeId) -> ua.NodeId | None:
-    params = ua.BrowseParameters()
-    params.View = ua.ViewDescription()
-    params.NodesToBrowse = [
-        ua.BrowseDescription(
-            NodeId=node_id,
-            BrowseDirection=ua.BrowseDirection.Inverse,
-            ReferenceTypeId=ns0(ObjectIds.HasSubtype),
-            IncludeSubtypes=False,
-            ResultMask=ua.BrowseResultMask.None_,
-        )
-    ]
-    (result,) = await client.uaclient.browse(params)
-    refs = result.References or []
+    (refs,) = await browse_children(
+        client,
+        [node_id],
+        reference=ObjectIds.HasSubtype,
+        node_classes=0,
+        direction=ua.BrowseDirection.Inverse,
+    )
     return refs[0].NodeId if refs else None
 
 
 async def _has_enum_strings(client: Client, dtype: ua.NodeId) -> bool:
-    params = ua.BrowseParameters()
-    params.View = ua.ViewDescription()
-    params.NodesToBrowse = [
-        ua.BrowseDescription(
-            NodeId=dtype,
-            BrowseDirection=ua.BrowseDirection.Forward,
-            ReferenceTypeId=ns0(ObjectIds.HasProperty),
-            IncludeSubtypes=True,
-            ResultMask=ua.BrowseResultMask.BrowseName,
-        )
-    ]
-    (result,) = await client.uaclient.browse(params)
-    return any(r.BrowseName.Name in {"EnumStrings", "EnumValues"} for r in result.References or [])
+    (refs,) = await browse_children(
+        client, [dtype], reference=ObjectIds.HasProperty, node_classes=0
+    )
+    return any(r.BrowseName.Name in {"EnumStrings", "EnumValues"} for r in refs)
 
 
 async def data_types(
