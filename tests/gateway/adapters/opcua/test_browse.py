@@ -18,12 +18,12 @@ import yaml
 from asyncua import ua
 from asyncua.client.client import Client
 
+from microfactory.gateway.adapters.opcua.batched import nsu_node_id
 from microfactory.gateway.adapters.opcua.browse import (
     BrowsedNode,
     BrowseResult,
     browse_server,
     identity_paths,
-    nsu_node_id,
     walk,
 )
 from microfactory.gateway.adapters.opcua.companion import CompanionNode
