@@ -15,18 +15,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests.helpers, after PYTHONPATH
+from types import ModuleType
 
 from microfactory.gateway.adapters.opcua import plugin
 from microfactory.gateway.sdk import AdapterContext
 from microfactory.gateway.testing import RecordingEmitter
-from tests.helpers.node_opcua import NodeOpcuaServer, nsu
+
+
+def _node_opcua_helper() -> ModuleType:
+    """This checkout's tests/helpers/node_opcua.py, even when PYTHONPATH names an older one."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "helpers" / "node_opcua.py"
+    spec = importlib.util.spec_from_file_location("bench_node_opcua", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+helper = _node_opcua_helper()
+NodeOpcuaServer, nsu = helper.NodeOpcuaServer, helper.nsu
 
 NODES = [
     {"node": nsu("Machine.Power"), "signal": "power_active", "unit": "kW"},
