@@ -9,8 +9,8 @@ on restart) and creates exactly one new subscription.
 Only a lost connection ends a session. A node that is unknown, unreadable or refuses its
 monitored item is a problem of that node: reported once by name (``BadNodeIdUnknown``),
 left out of the session, and the others carry on. A Bad or Uncertain value is data, stored
-with its quality. Polled nodes are read in one Read request per interval, each DataValue
-with its own status, so one bad node cannot starve the ones listed after it.
+with its quality. Polled nodes are read in one Read per interval (200 nodes a request),
+each DataValue with its own status, so one bad node cannot starve the ones listed after it.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from ...sdk import AdapterContext, Backoff, ConnectionSupervisor, RawSample
+from .batched import node_key, read_attributes, value_of
 from .config import NodeSpec, OpcUaAdapterConfig
 from .connect import disconnect, open_client, safe_endpoint
+from .datatypes import is_builtin
 from .status import status_name
 from .values import NodeReader, ValueProblem, enum_map_from
 
@@ -57,7 +59,6 @@ CONFIG_STATUSES = frozenset(
         "BadSecurityModeInsufficient",
     }
 )
-_BUILTIN_MAX = 29  # ns=0 data types up to Enumeration: not enumerations themselves
 
 
 @dataclass(slots=True)
@@ -201,16 +202,13 @@ class _Session:
         return NodeReader(spec, cfg.machine, spec.timestamp or cfg.timestamp)
 
     async def _check_nodes(self, resolved: list[tuple[NodeSpec, ua.NodeId]]) -> list[_Item]:
-        """Read every node's DataType in one request: unknown nodes are reported, not fatal."""
-        if not resolved:
-            return []
-        params = ua.ReadParameters()
-        for _, node_id in resolved:
-            params.NodesToRead.append(
-                ua.ReadValueId(NodeId=node_id, AttributeId=AttributeIds.DataType)
-            )
-        results = await self._read(params)
+        """Read every node's DataType (batched): unknown nodes are reported, not fatal."""
+        results = await asyncio.wait_for(
+            read_attributes(self._client, [(n, AttributeIds.DataType) for _, n in resolved]),
+            self.adapter.config.timeout_s,
+        )
         items: list[_Item] = []
+        enum_maps: dict[tuple[int, str], dict[int | str, str] | None] = {}
         for (spec, node_id), dv in zip(resolved, results, strict=True):
             if dv.StatusCode is not None and not dv.StatusCode.is_good():
                 self.adapter.problems.report(
@@ -218,16 +216,18 @@ class _Session:
                 )
                 continue
             reader = self._reader(spec)
-            data_type = dv.Value.Value if dv.Value is not None else None
+            data_type = value_of(dv)
             if spec.value_map is None and isinstance(data_type, ua.NodeId):
-                reader.enum_map = await self._enum_map(data_type)
+                key = node_key(data_type)
+                if key not in enum_maps:  # nodes of one enumeration type ask once
+                    enum_maps[key] = await self._enum_map(data_type)
+                reader.enum_map = enum_maps[key]
             items.append(_Item(node_id, reader))
         return items
 
     async def _enum_map(self, data_type: ua.NodeId) -> dict[int | str, str] | None:
         """EnumStrings / EnumValues of an enumeration data type, if it is one."""
-        ident = data_type.Identifier
-        if data_type.NamespaceIndex == 0 and isinstance(ident, int) and ident <= _BUILTIN_MAX:
+        if is_builtin(data_type):
             return None
         node = self._client.get_node(data_type)
         strings: list[Any] | None = None
@@ -307,20 +307,15 @@ class _Session:
             )
         return samples
 
-    async def _read(self, params: ua.ReadParameters) -> list[ua.DataValue]:
-        params.TimestampsToReturn = ua.TimestampsToReturn.Both
-        results = await asyncio.wait_for(
-            self._client.uaclient.read(params), self.adapter.config.timeout_s
-        )
-        return list(results)
-
     async def _poll(self, items: list[_Item]) -> None:
-        params = ua.ReadParameters()
-        for item in items:
-            params.NodesToRead.append(
-                ua.ReadValueId(NodeId=item.node_id, AttributeId=AttributeIds.Value)
-            )
-        results = await self._read(params)
+        results = await asyncio.wait_for(
+            read_attributes(
+                self._client,
+                [(item.node_id, AttributeIds.Value) for item in items],
+                timestamps=ua.TimestampsToReturn.Both,
+            ),
+            self.adapter.config.timeout_s,
+        )
         batch: list[RawSample] = []
         for item, dv in zip(items, results, strict=True):
             batch.extend(self.decode(item, dv))

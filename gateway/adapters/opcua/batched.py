@@ -104,14 +104,17 @@ async def browse_children(
 
 
 async def read_attributes(
-    client: Client, items: Iterable[tuple[ua.NodeId, AttributeIds]]
+    client: Client,
+    items: Iterable[tuple[ua.NodeId, AttributeIds]],
+    *,
+    timestamps: ua.TimestampsToReturn = ua.TimestampsToReturn.Neither,
 ) -> list[ua.DataValue]:
-    """One DataValue per (node, attribute), in order, without timestamps."""
+    """One DataValue per (node, attribute), in order, each with its own status."""
     todo = [ua.ReadValueId(NodeId=n, AttributeId=a) for n, a in items]
     out: list[ua.DataValue] = []
     for start in range(0, len(todo), CHUNK):
         params = ua.ReadParameters()
         params.NodesToRead = todo[start : start + CHUNK]
-        params.TimestampsToReturn = ua.TimestampsToReturn.Neither
+        params.TimestampsToReturn = timestamps
         out.extend(await client.uaclient.read(params))
     return out
