@@ -119,7 +119,7 @@ def browse(
     from microfactory.gateway.adapters.opcua import browse as b
     from microfactory.gateway.adapters.opcua import snippet
     from microfactory.gateway.adapters.opcua.config import OpcUaAdapterConfig
-    from microfactory.gateway.adapters.opcua.connect import ConnectError, safe_endpoint
+    from microfactory.gateway.adapters.opcua.connect import ConnectError
 
     from .main import setup_logging
 
@@ -157,8 +157,7 @@ def browse(
                 typer.echo(f"{where + ': ' if where else ''}{msg}", err=True)
             raise typer.Exit(2) from err
 
-    probe = config(machine or "machine")
-    where = safe_endpoint(url)
+    probe = config(machine or "machine")  # refuses credentials in the URL
     log = logging.getLogger("microfactory.opcua.browse")
 
     async def run() -> tuple[b.BrowseResult, OpcUaAdapterConfig, Path]:
@@ -176,13 +175,13 @@ def browse(
     try:
         result, cfg, state = asyncio.run(run())
     except ConnectError as err:
-        typer.echo(f"cannot browse {where}: {err}", err=True)
+        typer.echo(f"cannot browse {url}: {err}", err=True)
         raise typer.Exit(1) from err
     except b.BrowseError as err:
-        typer.echo(f"cannot browse {where}: {err}", err=True)
+        typer.echo(f"cannot browse {url}: {err}", err=True)
         raise typer.Exit(1) from err
     except (OSError, TimeoutError) as err:
-        typer.echo(f"cannot reach {where}: {err or type(err).__name__}", err=True)
+        typer.echo(f"cannot reach {url}: {err or type(err).__name__}", err=True)
         raise typer.Exit(1) from err
     for line in snippet.render_tree(result.nodes):
         typer.echo(line)

@@ -29,7 +29,7 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from ...sdk import AdapterContext, Backoff, ConnectionSupervisor, RawSample
 from .batched import node_key, read_attributes, value_of
 from .config import NodeSpec, OpcUaAdapterConfig
-from .connect import disconnect, open_client, safe_endpoint
+from .connect import disconnect, open_client
 from .datatypes import is_builtin
 from .status import status_name
 from .values import NodeReader, ValueProblem, enum_map_from
@@ -369,11 +369,6 @@ class OpcUaAdapter:
         """Sessions opened so far; each holds exactly one subscription."""
         return self.supervisor.sessions
 
-    @property
-    def endpoint(self) -> str:
-        """The endpoint as it may be logged (without credentials)."""
-        return safe_endpoint(self.config.endpoint)
-
     async def start(self) -> None:
         """Connect in the background; returns at once."""
         await self.supervisor.start()
@@ -393,7 +388,7 @@ class OpcUaAdapter:
             await session.subscribe()
         except UaStatusCodeError as err:
             await asyncio.shield(disconnect(client))
-            raise UaError(f"{self.endpoint}: {status_name(err.code)}") from err
+            raise UaError(f"{self.config.endpoint}: {status_name(err.code)}") from err
         except BaseException:
             await asyncio.shield(disconnect(client))
             raise

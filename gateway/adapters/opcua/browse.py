@@ -39,7 +39,6 @@ from .connect import (
     disconnect,
     list_endpoints,
     open_client,
-    safe_endpoint,
     trust_list,
 )
 from .datatypes import (
@@ -297,10 +296,10 @@ async def browse_server(
         nodes, truncated = await walk(client, max_depth=max_depth, max_nodes=max_nodes)
         companion = await discover(client, max_nodes=max_nodes)
     except UnknownNamespace as err:
-        raise BrowseError(f"{safe_endpoint(cfg.endpoint)}: {err}") from err
+        raise BrowseError(f"{cfg.endpoint}: {err}") from err
     except UaStatusCodeError as err:
         raise BrowseError(
-            f"{safe_endpoint(cfg.endpoint)} refused a browse or read: {status_name(err.code)}"
+            f"{cfg.endpoint} refused a browse or read: {status_name(err.code)}"
         ) from err
     finally:
         await disconnect(client)

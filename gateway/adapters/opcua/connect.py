@@ -14,7 +14,6 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -50,14 +49,6 @@ _POLICY_NAMES = {cls.URI: name for name, cls in POLICIES.items()} | {
 
 class ConnectError(UaError, NeedsAttention):
     """A connection refused for a reason a person must fix; the message says what and where."""
-
-
-def safe_endpoint(url: str) -> str:
-    """The endpoint without any ``user:password@``: what may appear in a log."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +109,7 @@ def choose_endpoint(
         if ep.SecurityMode == mode and ep.SecurityPolicyUri == uri:
             return ep
     raise ConnectError(
-        f"{safe_endpoint(cfg.endpoint)} offers {_offered(endpoints)}, not "
+        f"{cfg.endpoint} offers {_offered(endpoints)}, not "
         f"{cfg.security_policy}/{cfg.security_mode}; set security_policy and security_mode "
         "to one of those"
     )
@@ -132,7 +123,7 @@ def _check_user_token(cfg: OpcUaAdapterConfig, ep: ua.EndpointDescription) -> No
         what = f"user name {cfg.username!r}" if cfg.username else "anonymous access"
         hint = "set username and password" if not cfg.username else "remove username"
         raise ConnectError(
-            f"{safe_endpoint(cfg.endpoint)} does not accept {what} on "
+            f"{cfg.endpoint} does not accept {what} on "
             f"{cfg.security_policy}/{cfg.security_mode} (it accepts: {names}); {hint}"
         )
 
@@ -143,7 +134,7 @@ def explain(err: BaseException, cfg: OpcUaAdapterConfig, identity: ClientIdentit
     if code is None:
         return str(err)
     name = status_name(code)
-    where = safe_endpoint(cfg.endpoint)
+    where = cfg.endpoint
     if name in {"BadCertificateUntrusted", "BadSecurityChecksFailed", "BadCertificateInvalid"}:
         cert = identity.certificate if identity else "the client certificate"
         return (
@@ -182,9 +173,9 @@ async def open_client(
                 identity.application_uri,
             )
         if not ep.ServerCertificate:
-            raise ConnectError(f"{safe_endpoint(cfg.endpoint)} sent no server certificate")
+            raise ConnectError(f"{cfg.endpoint} sent no server certificate")
         server_cert = x509.load_der_x509_certificate(_first_der(ep.ServerCertificate))
-        verdict = trust_list(cfg, state_dir).check(server_cert, safe_endpoint(cfg.endpoint))
+        verdict = trust_list(cfg, state_dir).check(server_cert, cfg.endpoint)
         if not verdict.trusted:
             raise ConnectError(verdict.message)
         if verdict.message:
@@ -211,7 +202,7 @@ async def open_client(
             # asyncua 2.1 cannot parse the error a server answers OpenSecureChannel with
             # (node-opcua: BadSecurityChecksFailed) and trips an assertion instead
             raise ConnectError(
-                f"{safe_endpoint(cfg.endpoint)} closed the secure channel while it was being "
+                f"{cfg.endpoint} closed the secure channel while it was being "
                 "opened; most often it refused the gateway's certificate: trust "
                 f"{identity.certificate} on the machine (its OPC UA server's certificate "
                 "manager or PKI 'trusted' folder)"
