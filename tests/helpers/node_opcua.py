@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Self
 
-from cryptography.x509.oid import ExtendedKeyUsageOID
-
 from microfactory.cli.ports import free_port
 
 SERVER_DIR = Path(__file__).parent / "node_opcua"
@@ -250,26 +248,19 @@ class ClientCertificate:
     application_uri: str
 
 
-async def make_client_certificate(
+def make_client_certificate(
     directory: Path, application_uri: str = "urn:microfactory:test:client", name: str = "client"
 ) -> ClientCertificate:
-    """Create a self-signed client certificate with ``application_uri`` in subjectAltName.
+    """A self-signed client certificate in ``directory/name`` with ``application_uri`` in
+    subjectAltName, made the way the gateway makes its own.
 
     The client must announce the same URI (asyncua: ``client.application_uri``), or node-opcua
     refuses the session.
     """
     # imported here: tests/conftest.py imports this module, and most tests need no asyncua
-    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from microfactory.gateway.adapters.opcua.certificates import create_certificate
 
-    directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a test helper, once)
-    cert = directory / f"{name}.der"
-    key = directory / f"{name}.pem"
-    await setup_self_signed_certificate(
-        key,
-        cert,
-        application_uri,
-        "localhost",
-        [ExtendedKeyUsageOID.CLIENT_AUTH],
-        {"countryName": "FR", "organizationName": "microfactory tests", "commonName": name},
+    cert, key = create_certificate(
+        directory / name, application_uri=application_uri, host="localhost", common_name=name
     )
     return ClientCertificate(cert, key, application_uri)

@@ -11,15 +11,12 @@ import pytest
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
-from asyncua.crypto import cert_gen
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509 import UniformResourceIdentifier
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from microfactory.gateway.adapters.opcua.certificates import create_certificate
 from microfactory.sim.machines import MILL
 from microfactory.sim.model import MachineModel, MachineSnapshot
 from microfactory.sim.opcua_companion import (
@@ -251,21 +248,6 @@ def test_jobs_are_cut_at_batch_ends_and_restart_with_the_next_cycle() -> None:
         assert job.runs_completed == job.parts_completed
 
 
-def _client_certificate(tmp_path: Path, app_uri: str) -> tuple[Path, Path]:
-    key = cert_gen.generate_private_key()
-    cert = cert_gen.generate_self_signed_app_certificate(
-        key,
-        "companion test client",
-        {},
-        [UniformResourceIdentifier(app_uri)],
-        extended=[ExtendedKeyUsageOID.CLIENT_AUTH],
-    )
-    cert_path, key_path = tmp_path / "client.der", tmp_path / "client.pem"
-    cert_path.write_bytes(cert.public_bytes(Encoding.DER))
-    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
-    return cert_path, key_path
-
-
 async def test_servers_offer_basic256sha256_and_accept_any_client_certificate(
     tmp_path: Path,
 ) -> None:
@@ -289,7 +271,7 @@ async def test_servers_offer_basic256sha256_and_accept_any_client_certificate(
             ("Basic256Sha256", ua.MessageSecurityMode.SignAndEncrypt),
         }, modes
         app_uri = "urn:microfactory:test:client"
-        cert, key = _client_certificate(tmp_path, app_uri)
+        cert, key = create_certificate(tmp_path / "client", application_uri=app_uri)
         for user, password in ((None, None), ("operator", "s3cret")):
             client = Client(server.endpoint, timeout=5)
             client.application_uri = app_uri

@@ -39,7 +39,7 @@ USER, PASSWORD = "operator", "s3cret-for-tests"
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ClientCertificate]:
     base = tmp_path_factory.mktemp("client-certs")
     return {
-        name: asyncio.run(make_client_certificate(base, f"urn:microfactory:test:{name}", name))
+        name: make_client_certificate(base, f"urn:microfactory:test:{name}", name)
         for name in ("trusted", "stranger")
     }
 
