@@ -297,8 +297,13 @@ class _Session:
             return []
         if node in self.adapter.problems.current:
             self.adapter.problems.clear(node)
-        if item.reader.repeated_timestamps == 1:
-            item.reader.repeated_timestamps += 1  # warn once per session, keep counting after
+        reader = item.reader
+        if (
+            reader.repeated_timestamps
+            and reader.timestamp == "source"
+            and not reader.frozen_reported
+        ):
+            reader.frozen_reported = True
             self.adapter.log.warning(
                 "%s: node %r sends new values with the same source timestamp; they land on "
                 "one point: set timestamp: server or receive for it",

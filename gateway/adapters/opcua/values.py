@@ -73,6 +73,7 @@ class NodeReader:
     timestamp: TimestampChoice
     enum_map: dict[int | str, str] | None = None
     repeated_timestamps: int = 0
+    frozen_reported: bool = False  # the session has said once that the source time stands
     problems: int = 0
     _last_source: datetime | None = field(default=None, repr=False)
     _last_value: Any = field(default=None, repr=False)
