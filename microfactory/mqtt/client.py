@@ -27,7 +27,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -185,6 +185,7 @@ class _Session:
     client: paho.Client
     accepted: asyncio.Future[bool]
     ended: asyncio.Future[str]
+    subscribed: dict[int, asyncio.Future[list[int]]] = field(default_factory=dict)  # mid -> SUBACK
 
     def resolve(
         self, fut: asyncio.Future[Any], value: Any = None, error: Exception | None = None
@@ -377,6 +378,28 @@ class MqttClient:
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._log.warning("%s: subscribe not sent: %s", self.name, paho.error_string(rc))
 
+    async def subscribed(self, filters: Sequence[tuple[str, int]], timeout_s: float) -> list[int]:
+        """Subscribe (SINGLE_SESSION mode) and return the granted QoS once the SUBACK is in.
+
+        Until the broker has acknowledged SUBSCRIBE, a message published to a new session's
+        filters is not routed to it: a subscriber that calls itself connected sooner loses
+        what arrives in between. Raises ``TimeoutError`` when no SUBACK comes in time.
+        """
+        session, client = self._session, self._paho
+        if session is None or client is None:
+            raise RuntimeError(f"{self.name}: subscribed() needs a session opened by connect()")
+        if not filters:
+            return []
+        with self._lock:  # the SUBACK callback waits here until its future is registered
+            rc, mid = client.subscribe(list(filters))
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+                raise ConnectionError(f"{self.name}: subscribe not sent: {paho.error_string(rc)}")
+            suback = session.subscribed[mid] = session.loop.create_future()
+        try:
+            return await asyncio.wait_for(suback, timeout_s)
+        finally:
+            session.subscribed.pop(mid, None)
+
     def publish(
         self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
     ) -> Delivery:
@@ -544,3 +567,8 @@ class MqttClient:
             self._log.warning("%s: broker refused %d subscription(s)", self.name, len(refused))
         if self._on_subscribe is not None:
             self._on_subscribe(mid, granted)
+        with self._lock:  # after on_subscribe: whoever awaits the SUBACK sees its effects
+            session = self._session
+            suback = session.subscribed.get(mid) if session is not None else None
+        if session is not None and suback is not None:
+            session.resolve(suback, granted)

@@ -101,8 +101,8 @@ async def _roundtrip(settings: MqttSettings) -> None:
     topic = _topic()
     try:
         await client.connect(5)
-        client.subscribe([(topic, 1)])
-        await wait_for(lambda: inbox.subscribed == 1, 5, "SUBACK")
+        assert await client.subscribed([(topic, 1)], 5) == [1]  # granted QoS, once SUBACKed
+        assert inbox.subscribed == 1, "on_subscribe is called too"
         sent = client.publish(topic, b"over the wire", qos=1)
         assert sent.status is PublishStatus.SENT
         assert await asyncio.to_thread(sent.wait, 5)

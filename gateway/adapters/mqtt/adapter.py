@@ -84,7 +84,10 @@ class MqttAdapter:
 
     async def _connect(self) -> _Session:
         session_present = await self._client.connect(CONNECT_TIMEOUT_S)
-        self._client.subscribe([(s.sub.filter, int(s.sub.qos)) for s in self._subs])
+        # connected means subscribed: a message the broker takes before its SUBACK is lost
+        await self._client.subscribed(
+            [(s.sub.filter, int(s.sub.qos)) for s in self._subs], CONNECT_TIMEOUT_S
+        )
         self._log.debug("%s: subscribed (session present: %s)", self.config.name, session_present)
         return _Session(self._client)
 
