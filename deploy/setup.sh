@@ -18,7 +18,8 @@ if (( want_test )); then
     command -v victoria-metrics >/dev/null || [[ -x /usr/bin/victoria-metrics ]] || packages+=(victoria-metrics)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
     [[ -x /usr/bin/chromium ]] || packages+=(chromium)
-    command -v node >/dev/null || packages+=(nodejs npm)  # the node-opcua test server
+    command -v node >/dev/null || packages+=(nodejs npm)  # node-opcua server, Tahu Sparkplug node
+    command -v socat >/dev/null || packages+=(socat)  # serial-port pairs for Modbus RTU tests
 fi
 if (( ${#packages[@]} )); then
     sudo=""
@@ -49,14 +50,16 @@ if [[ ! -e "$stamp" ]]; then
     touch "$stamp"
 fi
 
-# The node-opcua OPC UA server the tests start (npm packages pinned by its package-lock.json).
-node_opcua=tests/helpers/node_opcua
-if (( want_test )) && [[ ! -d $node_opcua/node_modules || $node_opcua/package-lock.json -nt $node_opcua/node_modules ]]; then
-    if (( $(node -p 'process.versions.node.split(".")[0]') < 20 )); then
-        echo "setup: node-opcua needs Node.js >= 20, found $(node --version): its tests will fail" >&2
-    else
-        echo "setup: installing node-opcua into $node_opcua"
-        (cd "$node_opcua" && npm ci --no-audit --no-fund --silent)
-        touch "$node_opcua/node_modules"
+# The npm programs the tests start, each pinned by its package-lock.json: the node-opcua OPC UA
+# server and the Eclipse Tahu Sparkplug B edge node.
+for helper in tests/helpers/node_opcua tests/helpers/sparkplug_node; do
+    if (( want_test )) && [[ ! -d $helper/node_modules || $helper/package-lock.json -nt $helper/node_modules ]]; then
+        if (( $(node -p 'process.versions.node.split(".")[0]') < 20 )); then
+            echo "setup: $helper needs Node.js >= 20, found $(node --version): its tests will fail" >&2
+        else
+            echo "setup: installing the npm packages of $helper"
+            (cd "$helper" && npm ci --no-audit --no-fund --silent)
+            touch "$helper/node_modules"
+        fi
     fi
-fi
+done

@@ -388,6 +388,7 @@ class SiteConfig(BaseSettings):
                     f"adapters[{i}] ({adapter.name}): machine {machine!r} is not declared "
                     f"under 'machines' (declared: {', '.join(sorted(known))})"
                 )
+        _one_energy_source(self.adapters)
         if self.mes_link is not None and self.mqtt is None:
             self.mqtt = MqttSettings()
         self.adapters = [a.with_site_defaults(self) for a in self.adapters]
@@ -398,6 +399,29 @@ class SiteConfig(BaseSettings):
         if self.local_history.enabled is None:
             return self.influxdb is None
         return self.local_history.enabled
+
+
+def _one_energy_source(adapters: list[AdapterConfigBase]) -> None:
+    """Refuse two adapters feeding one machine's energy counter.
+
+    A meter measuring a machine replaces the machine's own counter: two counters of one
+    machine interleaved in time would look like resets at every sample, and every part's
+    energy would be wrong. Only what an adapter declares is checked (see
+    ``AdapterConfigBase.signals_referenced``).
+    """
+    sources: dict[str, list[str]] = {}
+    for adapter in adapters:
+        for machine, signal in sorted(adapter.signals_referenced()):
+            if signal == "energy_active":
+                sources.setdefault(machine, []).append(adapter.name)
+    for machine, names in sorted(sources.items()):
+        if len(names) > 1:
+            raise ValueError(
+                f"machine {machine!r} gets energy_active from adapters "
+                f"{', '.join(repr(n) for n in names)}: keep one (a meter measuring a machine "
+                "replaces the machine's own energy counter; map the other one's energy to "
+                "another machine or leave it out)"
+            )
 
 
 def _site_model() -> type[SiteConfig]:
@@ -486,5 +510,17 @@ def load_site_config(path: str | Path) -> SiteConfig:
         raise ConfigError(str(path), [f"{where}not valid YAML: {problem}"]) from err
     site = parse_site_config(data if data is not None else {}, str(path))
     base = path.resolve().parent
-    site.adapters = [a.with_base_dir(base) for a in site.adapters]
+    adapters, problems = [], []
+    for i, adapter in enumerate(site.adapters):
+        try:  # relative paths (a map file, a certificate) are only known now
+            adapters.append(adapter.with_base_dir(base))
+        except ValidationError as err:
+            problems += [f"adapters[{i}].{p}" for p in format_errors(err)]
+    if problems:
+        raise ConfigError(str(path), problems)
+    try:
+        _one_energy_source(adapters)  # again: a map file read just now may add energy
+    except ValueError as err:
+        raise ConfigError(str(path), [str(err)]) from err
+    site.adapters = adapters
     return site

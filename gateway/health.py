@@ -19,6 +19,7 @@ class Health:
     sink_errors: dict[str, str] = field(default_factory=dict)  # last error per sink
     gaps: int = 0
     connections: dict[str, str] = field(default_factory=dict)  # adapter -> state
+    devices: dict[tuple[str, str], str] = field(default_factory=dict)  # (adapter, device) -> state
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -33,4 +34,5 @@ class Health:
             "sink_errors": dict(self.sink_errors),
             "gaps": self.gaps,
             "connections": dict(self.connections),
+            "devices": {f"{a}/{d}": s for (a, d), s in self.devices.items()},
         }

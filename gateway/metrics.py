@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from threading import Thread
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .adapters.base import ConnectionState, DeviceState
 from .health import Health
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PREFIX = "microfactory_gateway"
-STATES = ("connecting", "connected", "disconnected", "stopped")
+STATES = get_args(ConnectionState)  # "stale" included: connected, but nothing comes
+DEVICE_STATES = get_args(DeviceState)
 
 
 class GatewayCollector(Collector):
@@ -139,6 +141,16 @@ class GatewayCollector(Collector):
                 state.add_metric([adapter, candidate], 1 if s == candidate else 0)
         yield conn
         yield state
+        device = GaugeMetricFamily(
+            f"{PREFIX}_device_state",
+            "state of one device behind an adapter (live, stale: silent too long, offline: "
+            "said it is gone)",
+            labels=["adapter", "device", "state"],
+        )
+        for (adapter, name), s in sorted(h.devices.items()):
+            for candidate in DEVICE_STATES:
+                device.add_metric([adapter, name, candidate], 1 if s == candidate else 0)
+        yield device
 
 
 class MetricsServer:

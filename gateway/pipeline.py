@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .adapters.base import ConnectionState
+from .adapters.base import ConnectionState, DeviceState
 from .config import SiteConfig
 from .errors import PayloadError
 from .health import Health
@@ -86,6 +86,9 @@ class Pipeline:
 
     def connection(self, adapter: str, state: ConnectionState) -> None:
         self._health.connections[adapter] = state
+
+    def device(self, adapter: str, device: str, state: DeviceState) -> None:
+        self._health.devices[(adapter, device)] = state
 
     def gap(self, machine: str, start_ns: int, end_ns: int, reason: str) -> None:
         self._health.gaps += 1

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .adapters import load_adapter
@@ -26,7 +27,20 @@ HEARTBEAT_NS = 2_000_000_000  # how often the spool learns that the gateway is a
 class Gateway:
     """One gateway instance; several may run in one process (tests do), no shared state."""
 
-    def __init__(self, site: SiteConfig, *, extra_sinks: list[Sink] | None = None) -> None:
+    def __init__(
+        self,
+        site: SiteConfig,
+        *,
+        extra_sinks: list[Sink] | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        """``clock`` is what adapters stamp receive times with (UTC ns): the wall clock.
+
+        A simulated workshop in the same process hands its own clock, so a device without
+        timestamps (a Modbus meter) read at some instant of the simulated world is stamped
+        with that instant, not with the wall time, whatever the simulation's speed.
+        """
+        self._clock = clock
         self.site = site
         self.health = Health()
         self.sinks: list[Sink] = build_sinks(site) + list(extra_sinks or [])
@@ -71,6 +85,7 @@ class Gateway:
                 emitter=self.pipeline,
                 logger=logging.getLogger(f"microfactory.gateway.adapters.{cfg.type}.{cfg.name}"),
                 state_dir=self.site.spool.path.parent / "adapters" / cfg.name,
+                clock=self._clock,
             )
             adapter = load_adapter(cfg.type)(cfg, context)
             self.adapters.append(adapter)

@@ -21,8 +21,10 @@ from .adapters.base import (
     AdapterFactory,
     AdapterPlugin,
     ConnectionState,
+    DeviceState,
     Emitter,
 )
+from .devices import DeviceWatch
 from .errors import NeedsAttention, PayloadError
 from .sample import Quality, RawSample
 from .supervisor import Backoff, Connection, ConnectionSupervisor, describe_error
@@ -40,6 +42,8 @@ __all__ = [
     "Connection",
     "ConnectionState",
     "ConnectionSupervisor",
+    "DeviceState",
+    "DeviceWatch",
     "Emitter",
     "NeedsAttention",
     "PayloadError",

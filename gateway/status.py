@@ -36,6 +36,16 @@ def _labels(values: Values, name: str, key: str) -> list[str]:
     return sorted({dict(k)[key] for k in values.get(name, {}) if key in dict(k)})
 
 
+def _devices_not_live(values: Values) -> list[tuple[str, str, str]]:
+    """(adapter, device, state) of every device that is stale or offline, sorted."""
+    out = []
+    for key, v in values.get("device_state", {}).items():
+        labels = dict(key)
+        if v and labels.get("state") != "live":
+            out.append((labels["adapter"], labels["device"], labels["state"]))
+    return sorted(out)
+
+
 def render(values: Values, console: Console) -> None:
     stages = Table(title="pipeline")
     for col in ("received", "normalised", "spooled", "refused", "dead-lettered", "gaps"):
@@ -79,6 +89,14 @@ def render(values: Values, console: Console) -> None:
         colour = "green" if state == "connected" else "yellow" if state == "connecting" else "red"
         adapters.add_row(adapter, f"[{colour}]{state}[/]")
     console.print(adapters)
+    devices = _devices_not_live(values)
+    if devices:
+        table = Table(title="devices not live")
+        for col in ("adapter", "device", "state"):
+            table.add_column(col)
+        for adapter, device, state in devices:
+            table.add_row(adapter, device, f"[red]{state}[/]")
+        console.print(table)
     console.print(
         f"spool: {_one(values, 'spool_rows'):,.0f} rows, "
         f"{_one(values, 'spool_bytes') / 1e6:,.1f} MB on disk"

@@ -20,7 +20,8 @@ TOPIC_ROOT = f"microfactory/v{CONTRACT_VERSION}"
 
 # --------------------------------------------------------------------------- InfluxDB schema
 # One line-protocol schema for every sink. A field keeps its type forever (InfluxDB refuses a
-# type change within a shard), so numeric values always go to ``value`` (float) and text
+# type change within a shard), so numeric values (booleans as 0.0 / 1.0) always go to ``value``
+# (float) and text
 # values (machine state, program name) always go to ``text`` (string).
 MEASUREMENT_TELEMETRY = "telemetry"
 MEASUREMENT_EVENT = "machine_event"
@@ -42,7 +43,7 @@ class SignalSpec:
 
     name: str
     unit: str
-    kind: Literal["gauge", "counter", "text"]
+    kind: Literal["gauge", "counter", "text", "boolean"]
     description: str
 
 
@@ -73,6 +74,12 @@ SIGNALS: dict[str, SignalSpec] = {
         SignalSpec("voltage_l1", "V", "gauge", "voltage L1-N"),
         SignalSpec("voltage_l2", "V", "gauge", "voltage L2-N"),
         SignalSpec("voltage_l3", "V", "gauge", "voltage L3-N"),
+        SignalSpec("current_l1", "A", "gauge", "current, phase L1"),
+        SignalSpec("current_l2", "A", "gauge", "current, phase L2"),
+        SignalSpec("current_l3", "A", "gauge", "current, phase L3"),
+        SignalSpec("power_factor", "", "gauge", "total power factor (-1 to 1)"),
+        SignalSpec("frequency", "Hz", "gauge", "supply frequency"),
+        SignalSpec("online", "", "boolean", "device reachable: 1, or not: 0 (e.g. from an MQTT LWT)"),
     )
 }
 

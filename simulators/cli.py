@@ -20,7 +20,9 @@ import typer
 if TYPE_CHECKING:
     from .workshop import WorkshopSettings
 
-app = typer.Typer(help="The simulated workshop: OPC UA and MQTT machines.", no_args_is_help=True)
+app = typer.Typer(
+    help="The simulated workshop: OPC UA and MQTT machines, a Modbus meter.", no_args_is_help=True
+)
 
 DEFAULT_OPCUA_PORTS = ("mill-1=4840", "laser-1=4841")
 
@@ -77,6 +79,12 @@ def run(
             help="MACHINE=PORT, repeatable; 0 = a free port [default: mill-1=4840 laser-1=4841]"
         ),
     ] = None,
+    modbus_port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="TCP port of assembly-1's Modbus energy meter; 0 = a free one"
+        ),
+    ] = 5020,
     truth_dir: Annotated[
         Path | None, typer.Option(help="write the ground truth (parts, states, published) here")
     ] = None,
@@ -88,12 +96,12 @@ def run(
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
 ) -> None:
-    """Run the five simulated machines and print their OPC UA endpoints and MQTT topics."""
+    """Run the simulated machines; print their OPC UA endpoints, MQTT topics, Modbus meter."""
     # imported here: `microfactory` mounts this app, and every other command (the gateway's
     # above all) should not pay for asyncua's import
     from microfactory.mqtt.settings import check_mqtt_url
 
-    from .workshop import WorkshopSettings
+    from .workshop import ModbusMeterSettings, WorkshopSettings
 
     _setup_logging(log_level)
     url: str | None = None if mqtt_url.strip().lower() in ("", "none", "off") else mqtt_url
@@ -110,6 +118,7 @@ def run(
         mqtt_url=url,
         opcua_host=opcua_host,
         opcua_ports=ports,
+        modbus_meters=[ModbusMeterSettings(port=modbus_port)],
         truth_dir=truth_dir,
         power_loss_probability=power_loss_probability,
         start_ns=start_ns,
@@ -140,6 +149,8 @@ async def _run(settings: WorkshopSettings, duration_s: float | None) -> None:
                 )
             elif settings.mqtt_url is not None:
                 typer.echo(f"{info.machine_id:<11} {info.kind:<17} MQTT   {info.address}")
+            if info.meter is not None:
+                typer.echo(f"{'':<11} {'':<17} Modbus {info.meter} (its energy meter)")
         typer.echo(f"MQTT broker: {settings.mqtt_url or 'off (MQTT machines silent)'}")
         if settings.truth_dir is not None:
             typer.echo(f"ground truth: {settings.truth_dir}")

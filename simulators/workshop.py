@@ -53,6 +53,7 @@ from microfactory.mqtt.settings import redact_url
 
 from .clock import SimClock
 from .machines import DEFAULT_MACHINES, METER_ID
+from .modbus_meter import MODELS, MeterFeed, ModbusMeterServer
 from .model import (
     NS_PER_MS,
     Event,
@@ -81,6 +82,19 @@ PROTOCOL_OF_KIND: Final[dict[str, Protocol]] = {
 log = logging.getLogger(__name__)
 
 
+class ModbusMeterSettings(BaseModel):
+    """A DIN-rail meter on one machine's supply, read over Modbus TCP like a real one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    machine: str = Field(default="assembly-1", description="the machine the meter measures")
+    model: str = Field(default="eastron_sdm120", description=f"one of {', '.join(MODELS)}")
+    port: int = Field(
+        default=0, ge=0, le=65535, description="TCP port; 0 (the default) picks a free one"
+    )
+    unit_id: int = Field(default=1, ge=1, le=247, description="the meter's Modbus address")
+
+
 class WorkshopSettings(BaseModel):
     """How to run the virtual workshop; every default gives the standard demo."""
 
@@ -95,6 +109,10 @@ class WorkshopSettings(BaseModel):
     opcua_ports: dict[str, int] = Field(
         default_factory=lambda: {"mill-1": 4840, "laser-1": 4841},
         description="machine id -> TCP port; 0 picks a free port",
+    )
+    modbus_meters: list[ModbusMeterSettings] = Field(
+        default_factory=lambda: [ModbusMeterSettings()],
+        description="Modbus meters on machines' supplies (their energy is the machine's truth)",
     )
     truth_dir: Path | None = None
     pki_dir: Path | None = Field(
@@ -131,6 +149,7 @@ class MachineInfo:
     kind: str
     protocol: Protocol
     address: str  # OPC UA endpoint or MQTT topic (filter)
+    meter: str | None = None  # "eastron_sdm120 at 127.0.0.1:5020 unit 1": its Modbus meter
 
 
 class Workshop:
@@ -152,6 +171,8 @@ class Workshop:
         self._meter_pub: MqttMeter | None = None
         self._models: dict[str, MachineModel] = {}
         self._meter: MeterModel | None = None
+        self._modbus: dict[str, tuple[ModbusMeterSettings, ModbusMeterServer]] = {}
+        self._feeds: dict[str, MeterFeed] = {}
         self._clock: SimClock | None = None
         self._truth: TruthRecorder | None = None
         self._task: asyncio.Task[None] | None = None
@@ -183,6 +204,25 @@ class Workshop:
                 )
             elif protocol is None:
                 raise ValueError(f"{spec.machine_id}: unknown machine kind {spec.kind!r}")
+        known = {spec.machine_id for spec in self._specs}
+        explicit = "modbus_meters" in s.model_fields_set
+        for m in s.modbus_meters:
+            if m.machine not in known:
+                if not explicit:
+                    continue  # the standard meter, on a workshop built without its machine
+                raise ValueError(f"modbus_meters: no machine {m.machine!r} in this workshop")
+            if m.model not in MODELS:
+                raise ValueError(f"modbus_meters: unknown model {m.model!r} ({', '.join(MODELS)})")
+            if m.machine in self._modbus:
+                raise ValueError(f"modbus_meters: two meters on {m.machine!r}")
+            server = ModbusMeterServer(
+                model=m.model,
+                host=s.opcua_host,
+                port=m.port,
+                unit_id=m.unit_id,
+                name=f"{m.machine}-meter",
+            )
+            self._modbus[m.machine] = (m, server)
         if s.mqtt_url is not None:
             link = MqttLink(url=s.mqtt_url, client_id=f"sim-{meter_id}-{run_tag}")
             self._links.append(link)
@@ -199,19 +239,32 @@ class Workshop:
         return {mid: srv.endpoint for mid, srv in self._opcua.items()}
 
     @property
+    def modbus_meters(self) -> dict[str, tuple[str, int, int]]:
+        """Machine id -> (meter model, TCP port, unit id) of each Modbus meter (once started)."""
+        return {mid: (m.model, srv.port, m.unit_id) for mid, (m, srv) in self._modbus.items()}
+
+    def modbus_server(self, machine_id: str) -> ModbusMeterServer:
+        """The Modbus meter on a machine, so a test can stop and restart it."""
+        return self._modbus[machine_id][1]
+
+    @property
     def machines(self) -> list[MachineInfo]:
         infos: list[MachineInfo] = []
         for spec in self._specs:
+            meter = None
+            if spec.machine_id in self._modbus:
+                m, srv = self._modbus[spec.machine_id]
+                meter = f"{m.model} at {srv.endpoint} unit {m.unit_id}"
             if spec.machine_id in self._opcua:
                 address = self._opcua[spec.machine_id].endpoint
-                infos.append(MachineInfo(spec.machine_id, spec.kind, "opcua", address))
+                infos.append(MachineInfo(spec.machine_id, spec.kind, "opcua", address, meter))
             else:
                 topic = (
                     printer_topic(spec.machine_id)
                     if spec.kind == "printer_3d"
                     else assembly_topic(spec.machine_id)
                 )
-                infos.append(MachineInfo(spec.machine_id, spec.kind, "mqtt", topic))
+                infos.append(MachineInfo(spec.machine_id, spec.kind, "mqtt", topic, meter))
         meter_topics = f"microfactory/sim/{self._meter_id}/+"
         infos.append(MachineInfo(self._meter_id, "energy_meter", "mqtt", meter_topics))
         return infos
@@ -234,6 +287,16 @@ class Workshop:
     def origin_ns(self) -> int | None:
         """Simulated time at which the machines start (UTC ns), fixed by start_servers."""
         return self._origin_ns
+
+    def now_ns(self) -> int:
+        """The simulated world's time (UTC ns): the origin until the clock starts, 0 before.
+
+        What a gateway in the same process stamps receive times with, so a device that sends
+        no timestamp (a Modbus meter) lines up with the machines' own, at any speed.
+        """
+        if self._clock is not None:  # time goes on after stop, as it does in a workshop
+            return self._clock.now_ns()
+        return self._origin_ns or 0
 
     @property
     def mqtt_topics(self) -> dict[str, str]:
@@ -298,11 +361,19 @@ class Workshop:
         self._meter = MeterModel(
             self._meter_id, list(self._models.values()), seed=s.seed, start_ns=self._origin_ns
         )
+        self._feeds = {
+            mid: MeterFeed.for_machine(self._models[mid], seed=s.seed) for mid in self._modbus
+        }
+        for mid, (_, meter_server) in self._modbus.items():
+            meter_server.update(self._feeds[mid].reading())
+        modbus = [srv for _, srv in self._modbus.values()]
         try:
             await asyncio.gather(*(srv.start() for srv in self._opcua.values()))
+            await asyncio.gather(*(srv.start() for srv in modbus))
         except BaseException:
             # a port in use or the like: leave nothing half-open behind
             await asyncio.gather(*(srv.stop() for srv in self._opcua.values()))
+            await asyncio.gather(*(srv.stop() for srv in modbus))
             if self._truth is not None:
                 self._truth.close()
                 self._truth = None
@@ -327,8 +398,9 @@ class Workshop:
                     ", ".join(missing),
                 )
         log.info(
-            "workshop servers up: %s; MQTT %s",
+            "workshop servers up: %s; Modbus meters %s; MQTT %s",
             ", ".join(f"{m} {e}" for m, e in self.opcua_endpoints.items()) or "no OPC UA",
+            ", ".join(f"{m} {srv.endpoint}" for m, (_, srv) in self._modbus.items()) or "none",
             redact_url(s.mqtt_url) if s.mqtt_url else "off",
         )
 
@@ -372,6 +444,7 @@ class Workshop:
             # server at once would make the final values unobservable
             await asyncio.sleep(self.settings.opcua_linger_s)
         await asyncio.gather(*(srv.stop() for srv in self._opcua.values()))
+        await asyncio.gather(*(srv.stop() for _, srv in self._modbus.values()))
         if self._truth is not None:
             self._truth.close()
             self._truth = None
@@ -451,6 +524,8 @@ class Workshop:
             events = model.advance(now_ns)
             await self._dispatch(mid, events)
         self._meter.advance(now_ns)
+        for mid, feed in self._feeds.items():
+            self._modbus[mid][1].update(feed.reading())
         for mid, model in self._models.items():
             snap = model.snapshot()
             if mid in self._opcua:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "microfactory", "gateway", "services", "simulators")
-ADAPTERS = {"mqtt", "opcua"}
+ADAPTERS = {"modbus", "mqtt", "opcua", "sparkplug"}
 SINKS = {"influxdb_v1", "influxdb_v2", "local_history", "mes_events"}
 
 
@@ -89,6 +89,8 @@ def test_the_wheel_holds_one_import_name_with_real_files(wheel: Path) -> None:
         "microfactory/py.typed",
         "microfactory/gateway/runtime.py",
         "microfactory/gateway/adapters/opcua/adapter.py",
+        "microfactory/gateway/adapters/modbus/maps/eastron_sdm630.yaml",  # the meter library
+        "microfactory/gateway/adapters/sparkplug/sparkplug_b.proto",
         "microfactory/mes/server.py",
         "microfactory/mes/migrations/env.py",
         "microfactory/mes/web/static/index.html",

@@ -31,6 +31,7 @@ refused with a message naming both.
 """
 
 ConnectionState = Literal["connecting", "connected", "disconnected", "stale", "stopped"]
+DeviceState = Literal["live", "stale", "offline"]
 
 
 class AdapterConfigBase(BaseModel):
@@ -43,6 +44,15 @@ class AdapterConfigBase(BaseModel):
 
     def machines_referenced(self) -> set[str]:
         """Machine ids this adapter produces samples for (checked against ``machines``)."""
+        return set()
+
+    def signals_referenced(self) -> set[tuple[str, str]]:
+        """The (machine, signal) pairs this adapter is configured to produce, where it knows.
+
+        Lets the site config refuse two adapters feeding one machine's energy counter (its
+        own and a meter's), which would interleave two counters into nonsense. An adapter
+        whose signals come from the data (an MQTT ``{signal}`` level) leaves those out.
+        """
         return set()
 
     def with_site_defaults(self, site: SiteConfig) -> Self:
@@ -82,6 +92,9 @@ class Emitter(Protocol):
     def connection(self, adapter: str, state: ConnectionState) -> None: ...
 
     def gap(self, machine: str, start_ns: int, end_ns: int, reason: str) -> None: ...
+
+    def device(self, adapter: str, device: str, state: DeviceState) -> None:
+        """One device behind an adapter is live, stale or offline (see ``DeviceWatch``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import get_args
 
-from ..adapters.base import ConnectionState
+from ..adapters.base import ConnectionState, DeviceState
 from ..config import PipelineSettings
 from ..errors import PayloadError
 from ..normalise import Normaliser
@@ -25,6 +25,7 @@ from ..sample import Quality, RawSample
 __all__ = ["DeadLetter", "Gap", "RecordingEmitter", "Refused"]
 
 _STATES = frozenset(get_args(ConnectionState))
+_DEVICE_STATES = frozenset(get_args(DeviceState))
 _QUALITIES = frozenset(get_args(Quality))
 
 
@@ -73,6 +74,7 @@ class RecordingEmitter:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     states: list[ConnectionState] = field(default_factory=list)
+    devices: list[tuple[str, DeviceState]] = field(default_factory=list)  # (device, state)
     violations: list[str] = field(default_factory=list)
     acks_pending: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -143,6 +145,25 @@ class RecordingEmitter:
             if not isinstance(reason, str) or not reason.strip():
                 self._violate(f"gap() needs a reason in words, got {reason!r}")
             self.gaps.append(Gap(machine, start_ns, end_ns, reason))
+
+    def device(self, adapter: str, device: str, state: DeviceState) -> None:
+        """Record a device state: this adapter, a device named in words, a DeviceState."""
+        with self._lock:
+            if adapter != self.adapter:
+                self._violate(f"device() names {adapter!r}, the adapter is {self.adapter!r}")
+            if not isinstance(device, str) or not device.strip():
+                self._violate(f"device() needs a device name, got {device!r}")
+            if state not in _DEVICE_STATES:
+                self._violate(f"device() state {state!r} is not one of {sorted(_DEVICE_STATES)}")
+            self.devices.append((device, state))
+
+    def device_state(self, device: str) -> DeviceState | None:
+        """The last state recorded for ``device`` (None: never reported)."""
+        with self._lock:
+            for name, state in reversed(self.devices):
+                if name == device:
+                    return state
+        return None
 
     # ------------------------------------------------------------------ for the test
     def count(self) -> int:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -34,6 +34,9 @@ from microfactory.mqtt.settings import redact_url
 
 from .embedded_broker import EmbeddedBroker
 from .ports import free_port, port_is_free
+
+if TYPE_CHECKING:
+    from microfactory.sim.workshop import Workshop
 
 log = logging.getLogger(__name__)
 STATE_STYLE = {
@@ -57,16 +60,27 @@ class DemoOptions:
     mes_port: int = 8080
 
 
-def demo_site_config(mqtt_url: str, endpoints: dict[str, str], data_dir: Path) -> dict[str, Any]:
+def demo_site_config(
+    mqtt_url: str, endpoints: dict[str, str], data_dir: Path, meter_port: int = 5020
+) -> dict[str, Any]:
+    """The demo's site config for simulators at these addresses (``meter_port``: assembly-1's
+    Modbus meter)."""
     template = string.Template(files("microfactory.cli").joinpath("demo_site.yaml").read_text())
     text = template.substitute(
         MQTT_URL=mqtt_url,
         MILL_ENDPOINT=endpoints["mill-1"],
         LASER_ENDPOINT=endpoints["laser-1"],
+        ASSEMBLY_METER_PORT=str(meter_port),
         DATA_DIR=str(data_dir),
     )
     data: dict[str, Any] = yaml.safe_load(text)
     return data
+
+
+def _meter_port(workshop: Workshop) -> int:
+    """The TCP port of the simulated Modbus meter on assembly-1 (the demo config reads it)."""
+    _model, port, _unit = workshop.modbus_meters["assembly-1"]
+    return port
 
 
 def _apply_options(data: dict[str, Any], options: DemoOptions) -> None:
@@ -132,7 +146,7 @@ def _view(gw: Gateway, rate: float, started: float) -> Table:
 
 
 async def run_demo(options: DemoOptions) -> int:
-    from microfactory.sim.workshop import Workshop, WorkshopSettings
+    from microfactory.sim.workshop import ModbusMeterSettings, Workshop, WorkshopSettings
 
     console = Console()
     stop = asyncio.Event()
@@ -158,6 +172,7 @@ async def run_demo(options: DemoOptions) -> int:
             speed=options.speed,
             mqtt_url=mqtt_url,
             opcua_ports={"mill-1": 0, "laser-1": 0},
+            modbus_meters=[ModbusMeterSettings(port=5020 if port_is_free(5020) else 0)],
             truth_dir=truth_dir,
             pki_dir=data_dir / "simulators" / "pki",  # the gateway trusts them across runs
         )
@@ -168,14 +183,17 @@ async def run_demo(options: DemoOptions) -> int:
         # servers first, clock last: the gateway and the MES see the machines from their first
         # simulated second on, so the ground truth and the stored data describe the same run
         await workshop.start(paused=True)
-        data = demo_site_config(mqtt_url, workshop.opcua_endpoints, data_dir)
+        data = demo_site_config(
+            mqtt_url, workshop.opcua_endpoints, data_dir, _meter_port(workshop)
+        )
         _apply_options(data, options)
         try:
             site: SiteConfig = parse_site_config(data, "demo site config")
         except ConfigError as err:
             console.print(f"[red]{err}[/]")
             return 2
-        gw = Gateway(site)
+        # the gateway lives in the simulated world: receive times are simulated instants
+        gw = Gateway(site, clock=workshop.now_ns)
         await gw.start()
         mes = await _start_mes(options, site, mqtt_url, data_dir, console)
         await _wait_connected(gw, timeout_s=15.0)
@@ -183,6 +201,8 @@ async def run_demo(options: DemoOptions) -> int:
         console.print(f"MQTT broker: {redact_url(mqtt_url)}{' (embedded)' if broker else ''}")
         for machine, endpoint in workshop.opcua_endpoints.items():
             console.print(f"OPC UA {machine}: {endpoint}")
+        for machine, (model, port, unit) in workshop.modbus_meters.items():
+            console.print(f"Modbus meter of {machine}: {model} at 127.0.0.1:{port} unit {unit}")
         sinks = ", ".join(s.name for s in gw.sinks)
         console.print(f"gateway sinks: {sinks}; data in {data_dir}")
         console.print(

@@ -23,7 +23,7 @@ app.add_typer(config_app, name="config")
 # Libraries whose every line is demoted to DEBUG: their warnings and tracebacks repeat what
 # our own state-change lines already say once (a powered-off machine, a stopped server),
 # and an SD card cannot take a traceback every 10 s for months.
-NOISY_LIBRARIES = ("asyncua", "amqtt", "httpx", "httpcore", "transitions", "paho")
+NOISY_LIBRARIES = ("asyncua", "amqtt", "httpx", "httpcore", "transitions", "paho", "pymodbus")
 
 
 class DemoteLibraries(logging.Filter):

@@ -66,8 +66,9 @@ BAD_CONFIGS: list[tuple[str, Mutation, str]] = [
     ),
     (
         "unknown adapter type",
-        lambda d: _opcua(d).update(type="modbus"),
-        "adapters[0].type: unknown adapter type 'modbus' (expected one of: 'mqtt', 'opcua')",
+        lambda d: _opcua(d).update(type="profinet"),
+        "adapters[0].type: unknown adapter type 'profinet' (expected one of: 'modbus', 'mqtt', "
+        "'opcua', 'sparkplug')",
     ),
     (
         "adapter for an undeclared machine",
@@ -355,3 +356,20 @@ def test_opcua_paths_are_relative_to_the_config_file_and_passwords_come_from_env
     assert mill.trust_dir == Path("/etc/microfactory/trusted")
     assert mill.password is not None and mill.password.get_secret_value() == "from-the-env"
     assert "from-the-env" not in repr(mill)
+
+
+def test_two_adapters_feeding_one_machines_energy_counter_are_refused() -> None:
+    data = yaml.safe_load(BASE_YAML)
+    _opcua(data)["nodes"].append({"node": "s=Energy", "signal": "energy_active", "unit": "Wh"})
+    second = copy.deepcopy(_opcua(data))
+    second.update(name="mill-meter", endpoint="opc.tcp://127.0.0.1:4841")
+    second["nodes"] = [{"node": "s=Total", "signal": "energy_active", "unit": "kWh"}]
+    data["adapters"].append(second)
+    with pytest.raises(ConfigError) as caught:
+        parse_site_config(data, "site.yaml")
+    [problem] = caught.value.problems
+    assert problem.startswith(
+        "machine 'mill-1' gets energy_active from adapters 'mill', 'mill-meter': keep one"
+    )
+    second["nodes"][0].update(signal="power_active", unit="kW")  # two powers are only two series
+    assert parse_site_config(data, "site.yaml").adapters[2].name == "mill-meter"

@@ -21,7 +21,7 @@ from microfactory.gateway.config import SiteConfig, parse_site_config
 from microfactory.gateway.runtime import Gateway
 from microfactory.gateway.sinks import Sink
 from microfactory.gateway.sinks.mes_events.link import MesLink
-from microfactory.sim.workshop import Workshop, WorkshopSettings
+from microfactory.sim.workshop import ModbusMeterSettings, Workshop, WorkshopSettings
 from tests.helpers.waiting import gateway_quiet, wait_for
 
 CONNECT_TIMEOUT_S = 30.0
@@ -84,6 +84,7 @@ async def workshop_through_gateway(
             speed=speed,
             mqtt_url=mqtt_url,
             opcua_ports={"mill-1": 0, "laser-1": 0},  # free ports
+            modbus_meters=[ModbusMeterSettings(port=0)],
             truth_dir=truth_dir,
             start_ns=start_ns,
             **overrides,
@@ -92,11 +93,16 @@ async def workshop_through_gateway(
     gateway: Gateway | None = None
     try:
         await workshop.start(paused=True)
-        data = demo_site_config(mqtt_url, workshop.opcua_endpoints, data_dir)
+        _model, meter_port, _unit = workshop.modbus_meters["assembly-1"]
+        data = demo_site_config(mqtt_url, workshop.opcua_endpoints, data_dir, meter_port)
         if configure is not None:
             configure(data)
         site = parse_site_config(data, site_name)
-        gateway = Gateway(site, extra_sinks=list(extra_sinks(site)) if extra_sinks else None)
+        gateway = Gateway(
+            site,
+            extra_sinks=list(extra_sinks(site)) if extra_sinks else None,
+            clock=workshop.now_ns,  # receive times are instants of the simulated world
+        )
         await gateway.start()
         running = RunningWorkshop(workshop, gateway, site, truth_dir)
         await _connected(running, contexts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,13 +33,14 @@ def test_run_prints_endpoints_and_topics_and_writes_the_truth(
     done = sim(
         "run", "--duration", "2", "--speed", "600", "--seed", "3",
         "--mqtt-url", mosquitto.url,
-        "--opcua-port", "mill-1=0", "--opcua-port", "laser-1=0",
+        "--opcua-port", "mill-1=0", "--opcua-port", "laser-1=0", "--modbus-port", "0",
         "--truth-dir", str(truth),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "opc.tcp://127.0.0.1:" in out and "/microfactory/mill-1" in out
     assert "urn:microfactory:sim:laser-1" in out
+    assert re.search(r"Modbus eastron_sdm120 at 127\.0\.0\.1:\d+ unit 1 \(its energy meter\)", out)
     for topic in (
         "microfactory/sim/printer-1/telemetry",
         "microfactory/sim/assembly-1/status",

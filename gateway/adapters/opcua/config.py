@@ -387,6 +387,14 @@ class OpcUaAdapterConfig(AdapterConfigBase):
     def machines_referenced(self) -> set[str]:
         return {self.machine}
 
+    def signals_referenced(self) -> set[tuple[str, str]]:
+        out = set()
+        for node in self.nodes:
+            for signal in (node.signal, *(node.elements or ())):
+                if signal:
+                    out.add((self.machine, signal))
+        return out
+
     def with_base_dir(self, base: Path) -> Self:
         """Relative certificate, key and trust paths are taken from the config file's folder."""
         changes = {
