@@ -64,6 +64,8 @@ _NAMES = {
     "TimestampSpec": "timestamp",
     "FieldSpec": "field",
     "ValueSpec": "value",
+    "CsvColumn": "column",
+    "AvailabilitySpec": "availability",
     "MachineConfig": "machine",
     "AdapterConfigBase": "adapter",
 }
@@ -210,6 +212,8 @@ def blocks() -> dict[Path, dict[str, str]]:
             "mqtt_timestamp": field_table(mq.TimestampSpec),
             "mqtt_field": field_table(mq.FieldSpec),
             "mqtt_value": field_table(mq.ValueSpec),
+            "mqtt_column": field_table(mq.CsvColumn),
+            "mqtt_availability": field_table(mq.AvailabilitySpec),
         },
         wire: {
             "signals": signals_table(),

@@ -1,4 +1,9 @@
-"""Pipeline stage: raw adapter output → validated canonical sample, or a reason why not."""
+"""Pipeline stage: raw adapter output → validated canonical sample, or a reason why not.
+
+Types are held to the vocabulary: text only on text signals, booleans only on boolean
+signals (stored 0.0 / 1.0) and integrators' own signals, and units only from the known
+registry of :mod:`.units`, so nothing a payload says becomes a raw tag.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ class Normaliser:
         ] = {}
 
     def _convert(
-        self, signal: str, unit: str | None
+        self, signal: str, unit: str | None, where: str
     ) -> tuple[str, Callable[[float], float] | None]:
         key = (signal, unit)
         found = self._conversions.get(key)
@@ -31,7 +36,7 @@ class Normaliser:
             try:
                 found = converter(signal, unit)
             except UnitError as err:
-                raise PayloadError(str(err)) from err
+                raise PayloadError(f"{where}: {err}") from err
             if len(self._conversions) < 10_000:  # units come from payloads: bound the cache
                 self._conversions[key] = found
         return found
@@ -58,16 +63,32 @@ class Normaliser:
             unit = ""
             out: float | str = value
         else:
+            kind = spec.kind if spec else None
             if isinstance(value, bool):
+                if kind in ("gauge", "counter"):
+                    # a switch state stored as 1.0 W would pass for a measurement
+                    raise PayloadError(
+                        f"{where}: boolean on numeric signal {raw.signal}: map it with "
+                        "value_map (e.g. {true: 1, false: 0})"
+                    )
                 value = float(value)
             if not isinstance(value, int | float):
+                if kind == "boolean":
+                    raise PayloadError(
+                        f"{where}: boolean signal takes true/false or 0/1, got "
+                        f"{type(value).__name__} {value!r:.64}; map it with value_map"
+                    )
                 raise PayloadError(
                     f"{where}: expected a number, got {type(value).__name__} {value!r:.64}"
                 )
             number = float(value) if abs(value) < 1e308 else math.inf
             if not math.isfinite(number):
                 raise PayloadError(f"{where}: value is not finite ({value!r:.64})")
-            unit, conv = self._convert(raw.signal, raw.unit)
+            if kind == "boolean" and number not in (0.0, 1.0):
+                raise PayloadError(
+                    f"{where}: boolean signal takes true/false or 0/1, got {value!r:.64}"
+                )
+            unit, conv = self._convert(raw.signal, raw.unit, where)
             out = conv(number) if conv else number
         ts = raw.ts_ns if raw.ts_ns is not None else now_ns
         if ts < self._settings.min_timestamp_ns:

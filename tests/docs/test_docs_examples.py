@@ -69,6 +69,38 @@ def test_example_config_is_valid(path: Path) -> None:
     assert site.machines, f"{path.name} declares no machine"
 
 
+def _site_blocks(doc: Path) -> list[str]:
+    """The ```yaml blocks of a Markdown file that are whole site configs (have machines)."""
+    blocks, inside, lines = [], False, []
+    for line in doc.read_text(encoding="utf-8").splitlines():
+        if not inside and line.strip() == "```yaml":
+            inside, lines = True, []
+        elif inside and line.strip() == "```":
+            inside = False
+            text = "\n".join(lines)
+            if text.lstrip().startswith("site:") or "\nmachines:" in text:
+                blocks.append(text)
+        elif inside:
+            lines.append(line)
+    return blocks
+
+
+PROSE = [ROOT / "README.md", DOCS / "modbus.md", DOCS / "sparkplug.md", DOCS / "mqtt.md"]
+
+
+@pytest.mark.parametrize("doc", [d for d in PROSE if d.exists()], ids=lambda d: d.name)
+def test_site_configs_in_the_prose_are_valid(doc: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("MICROFACTORY_"):
+            monkeypatch.delenv(name)
+    blocks = _site_blocks(doc)
+    assert blocks, f"{doc.name} shows no whole site config"
+    for i, text in enumerate(blocks):
+        data = yaml.safe_load(text)
+        site = parse_site_config(data, f"{doc.name} site config #{i + 1}")
+        assert site.machines
+
+
 def test_generated_docs_are_current() -> None:
     spec = importlib.util.spec_from_file_location(
         "gen_config_reference", DOCS / "gen_config_reference.py"

@@ -25,7 +25,7 @@ from microfactory.mes.timeutil import from_ns, to_ns
 from microfactory.sim.truth import STATES_FILE, GroundTruth, PartRecord, load_truth
 from microfactory.sim.workshop import Workshop
 from tests.helpers.servers import Mosquitto
-from tests.helpers.workshop import RunningWorkshop, workshop_through_gateway
+from tests.helpers.workshop import RunningWorkshop, assembly_own_counter, workshop_through_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -112,6 +112,7 @@ async def test_workshop_through_gateway_into_the_mes(mosquitto: Mosquitto, tmp_p
             start_ns=origin,
             data_dir=data_dir,
             site_name="e2e",
+            configure=assembly_own_counter,  # at 40x a meter polled in wall time is too coarse
             stop_timeout_s=5.0,
         ) as running:
             await _through_the_mes(running, mes, api, tmp_path, data_dir)

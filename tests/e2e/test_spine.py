@@ -27,7 +27,7 @@ from microfactory.gateway.sinks.influxdb.v2 import InfluxV2Sink
 from microfactory.sim.truth import GroundTruth, load_truth
 from tests.helpers.markers import starts_server
 from tests.helpers.servers import InfluxDB1, Mosquitto, VictoriaMetrics
-from tests.helpers.workshop import workshop_through_gateway
+from tests.helpers.workshop import assembly_own_counter, workshop_through_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +43,7 @@ async def _run_workshop_through_gateway(
     tmp_path: Path, mosquitto: Mosquitto, influxdb1: InfluxDB1, vm: VictoriaMetrics
 ) -> tuple[GroundTruth, Gateway]:
     def configure(data: dict[str, Any]) -> None:
+        assembly_own_counter(data)  # every value the machines publish, stored as published
         data["influxdb"] = {"api": "v1", "url": influxdb1.url, "database": "spine"}
         data["local_history"]["enabled"] = True
 

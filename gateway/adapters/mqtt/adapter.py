@@ -8,18 +8,25 @@ emitter (thread-safe). The PUBACK of a QoS 1 message is sent only once its sampl
 durable (the message's ``ack``, called by the spool); an ack from an earlier connection is
 dropped, since the broker redelivers that message on the new one. With a persistent session
 the broker keeps what arrives while the gateway is away.
+
+Each machine's device is watched by a :class:`~microfactory.gateway.sdk.DeviceWatch`: data
+decoded for a machine keeps its device live, ``stale_after_s`` without any makes it stale,
+and an ``availability`` subscription (a last will such as Tasmota's ``tele/<t>/LWT``) marks
+it offline at once and gives a sample of the ``online`` signal.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Callable
 
 from microfactory.mqtt.client import Message, MqttClient, Reconnect
 
-from ...sdk import AdapterContext, ConnectionSupervisor, PayloadError
+from ...sdk import AdapterContext, ConnectionSupervisor, DeviceWatch, PayloadError, RawSample
 from .config import MqttAdapterConfig
-from .payload import CompiledSubscription, decode
+from .payload import CompiledSubscription, availability, decode
 
 # What a {machine} or {signal} topic level may hold: it becomes an InfluxDB tag.
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
@@ -48,6 +55,10 @@ class MqttAdapter:
         self._subs = [CompiledSubscription(s) for s in config.subscriptions]
         self._known_machines = context.machines
         self.messages = 0
+        self.devices = DeviceWatch(context, config.name, stale_after_s=config.stale_after_s)
+        self._stale_by_machine: dict[str, float | None] = {}
+        self._declared = False
+        self._watch_task: asyncio.Task[None] | None = None
         v5 = config.protocol == "5"
         self._client = MqttClient(
             config.connection(),
@@ -78,12 +89,52 @@ class MqttAdapter:
 
     async def start(self) -> None:
         await self.supervisor.start()
+        self._watch_task = asyncio.create_task(
+            self.devices.run(), name=f"devices:{self.config.name}"
+        )
+        self._watch_task.add_done_callback(self._watch_ended)
 
     async def stop(self, timeout_s: float) -> None:
+        task, self._watch_task = self._watch_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, max(0.1, timeout_s / 10))
         await self.supervisor.stop(timeout_s)
+
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        """The device watch only ends when cancelled; say so loudly if it ever does not."""
+        if not task.cancelled() and self._watch_task is task:
+            self._log.error(
+                "%s: device staleness watch ended: %r", self.config.name, task.exception()
+            )
+
+    def _stale_after(self, machine: str) -> float | None:
+        """A machine's stale limit: the shortest of the data subscriptions that can feed it."""
+        if machine not in self._stale_by_machine:
+            limits = [
+                s.sub.stale_after_s or self.config.stale_after_s
+                for s in self._subs
+                if s.sub.availability is None
+                and (s.sub.machine == machine or "{machine}" in s.sub.topic)
+            ]
+            known = [limit for limit in limits if limit is not None]
+            self._stale_by_machine[machine] = min(known) if known else None
+        return self._stale_by_machine[machine]
+
+    def _declare_devices(self) -> None:
+        """Watch fixed machines with a stale limit from the start: one that never speaks shows."""
+        if self._declared:
+            return
+        self._declared = True
+        for machine in sorted({s.sub.machine for s in self._subs if s.sub.machine}):
+            limit = self._stale_after(machine)
+            if limit is not None and machine in self._known_machines:
+                self.devices.seen(machine, (machine,), limit)
 
     async def _connect(self) -> _Session:
         session_present = await self._client.connect(CONNECT_TIMEOUT_S)
+        self._declare_devices()  # before SUBACK: a retained last will may follow at once
         # connected means subscribed: a message the broker takes before its SUBACK is lost
         await self._client.subscribed(
             [(s.sub.filter, int(s.sub.qos)) for s in self._subs], CONNECT_TIMEOUT_S
@@ -124,13 +175,34 @@ class MqttAdapter:
                         "(1-64 letters, digits, '_', '.', ':' or '-')"
                     )
                     break
+                if compiled.sub.availability is not None:
+                    try:
+                        online = availability(compiled.sub.availability, payload)
+                    except PayloadError as err:
+                        reason = str(err)
+                        break
+                    device = machine or compiled.sub.machine or ""
+                    self._availability(device, online, topic, payload)
+                    sample = RawSample(device, "online", online, None, receive_ns, "good", topic)
+                    self._emitter.submit([sample], ack)
+                    return
                 try:
                     samples = decode(compiled, captured, topic, payload, receive_ns)
                 except PayloadError as err:
                     reason = str(err)
                     break
+                device = samples[0].machine
+                self.devices.seen(device, (device,), self._stale_after(device))
                 self._emitter.submit(samples, ack)
                 return
             else:
                 reason = "no subscription of this adapter matches the topic"
         self._emitter.dead_letter(self.config.name, topic, reason, payload, ack)
+
+    def _availability(self, machine: str, online: bool, topic: str, payload: bytes) -> None:
+        """A device said it is there (live again, ending a spell) or gone (offline now)."""
+        if online:
+            self.devices.seen(machine, (machine,), self._stale_after(machine))
+        else:
+            word = payload[:40].decode("utf-8", "replace")
+            self.devices.offline(machine, f"{word!r} on {topic}", (machine,))

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from microfactory.gateway.adapters.base import AdapterContext, ConnectionState
+from microfactory.gateway.adapters.base import AdapterContext, ConnectionState, DeviceState
 from microfactory.gateway.adapters.mqtt.adapter import MqttAdapter
 from microfactory.gateway.config import PipelineSettings, SiteConfig, parse_site_config
 from microfactory.gateway.errors import PayloadError
@@ -116,6 +116,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.submitted: list[RawSample] = []
         self.dead: list[str] = []
+        self.devices: list[tuple[str, DeviceState]] = []
         self.acks = 0
 
     def submit(self, samples: list[RawSample], ack: Callable[[], None] | None = None) -> None:
@@ -141,20 +142,50 @@ class Recorder:
     def gap(self, machine: str, start_ns: int, end_ns: int, reason: str) -> None:
         pass
 
+    def device(self, adapter: str, device: str, state: DeviceState) -> None:
+        with self.lock:
+            self.devices.append((device, state))
+
 
 def _fuzz_site() -> SiteConfig:
     data = site_dict(Path("/nonexistent"), "mqtt://127.0.0.1:1", prefix="fz")
-    data["adapters"][0]["subscriptions"].append(
+    data["adapters"][0]["stale_after_s"] = 60
+    data["adapters"][0]["subscriptions"] += [
         {
             "topic": "fz/obj/{machine}",
-            "timestamp": {"path": "t.when", "format": "auto"},
+            "timestamp": {"path": "t.when", "format": "auto", "timezone": "Europe/Paris"},
             "fields": [
                 {"path": "power.value", "signal": "power_active", "unit_path": "power.unit"},
-                {"path": "state", "signal": "state"},
+                {"path": "state", "signal": "state", "value_map": {"RUN": "running"}},
                 {"path": "n", "signal": "part_count", "scale": 2.0},
+                {"path": "on", "signal": "online", "value_map": {"ON": 1, "OFF": 0}},
             ],
-        }
-    )
+        },
+        {
+            "topic": "fz/text/{machine}/{signal}",
+            "format": "text",
+            "value": {"path": None, "unit": "V", "value_map": {"ON": 1, "OFF": 0}},
+        },
+        {
+            "topic": "fz/csv/{machine}",
+            "format": "csv",
+            "delimiter": ";",
+            "timestamp": {"column": 0, "format": "auto", "timezone": "Europe/Paris"},
+            "columns": [None, "voltage_l1", {"signal": "current_l1", "unit": "mA"}, "state"],
+        },
+        {
+            "topic": "fz/kv/{machine}",
+            "format": "keyvalue",
+            "timestamp": {"path": "T", "timezone": "Europe/Paris"},
+            "fields": [
+                {"path": "V1", "signal": "voltage_l1"},
+                {"path": "P", "signal": "power_active", "unit_path": "U"},
+                {"path": "S", "signal": "online", "value_map": {"ON": 1, "OFF": 0}},
+            ],
+        },
+        {"topic": "fz/lwt/{machine}", "availability": {}},
+        {"topic": "fz/status/{machine}", "availability": {"path": "status"}},
+    ]
     return parse_site_config(data, "fuzz")
 
 
@@ -180,8 +211,68 @@ object_payloads = st.fixed_dictionaries(
         "n": json_values,
     },
 ).map(lambda d: orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS) if _dumpable(d) else b"{}")
-payloads = st.binary(max_size=200) | object_payloads
-topics = st.sampled_from(["fz/m1/power_active", "fz/obj/m2", "fz/m9/x", "fz/m1/a b", "other/t"])
+# text-like payloads made of the pieces real devices send: numbers, units, words, times
+_pieces = st.sampled_from(
+    [
+        "230.5",
+        "-1",
+        "1e3",
+        "12",
+        "0",
+        "1.2kWh",
+        " V",
+        "mA",
+        "W",
+        "kW",
+        "volts",
+        "ON",
+        "off",
+        "RUN",
+        "online",
+        "Offline",
+        "2024-03-31T02:30:00",
+        "2024-10-27T02:30:00",
+        "2024-01-15T10:30:00+01:00",
+        "1718000000",
+        "=",
+        ":",
+        ";",
+        ",",
+        " ",
+        "\n",
+        '"',
+        "V1",
+        "P",
+        "U",
+        "S",
+        "T",
+        "\x00",
+        "\x1b",
+        "é",
+        "1" * 5000,
+    ]
+)
+text_payloads = st.lists(_pieces, max_size=12).map(lambda xs: "".join(xs).encode())
+status_payloads = st.fixed_dictionaries({}, optional={"status": json_values}).map(
+    lambda d: orjson.dumps(d) if _dumpable(d) else b"{}"
+)
+payloads = st.binary(max_size=200) | object_payloads | text_payloads | status_payloads
+topics = st.sampled_from(
+    [
+        "fz/m1/power_active",
+        "fz/obj/m2",
+        "fz/m9/x",
+        "fz/m1/a b",
+        "other/t",
+        "fz/text/m1/voltage_l1",
+        "fz/text/m1/online",
+        "fz/text/m2/program",
+        "fz/csv/m3",
+        "fz/kv/m4",
+        "fz/lwt/m1",
+        "fz/status/m2",
+    ]
+)
 
 
 def _dumpable(d: object) -> bool:
@@ -192,7 +283,7 @@ def _dumpable(d: object) -> bool:
     return True
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(topic=topics, payload=payloads)
 def test_fuzzed_messages_never_crash_and_are_accounted(topic: str, payload: bytes) -> None:
     site = _fuzz_site()
