@@ -33,8 +33,12 @@ sys.path.insert(0, str(DOCS.parent))  # run from a checkout without installing
 
 from microfactory import contract  # noqa: E402
 from microfactory.gateway import config as gc  # noqa: E402
+from microfactory.gateway.adapters.modbus import config as mb  # noqa: E402
+from microfactory.gateway.adapters.modbus import maps as mbmaps  # noqa: E402
+from microfactory.gateway.adapters.modbus import registers as mbreg  # noqa: E402
 from microfactory.gateway.adapters.mqtt import config as mq  # noqa: E402
 from microfactory.gateway.adapters.opcua import config as ua  # noqa: E402
+from microfactory.gateway.adapters.sparkplug import config as spb  # noqa: E402
 from microfactory.mqtt.settings import MqttSettings, TlsSettings  # noqa: E402
 
 # Field meanings of the wire-contract payloads, where the model gives no description.
@@ -65,6 +69,12 @@ _NAMES = {
     "FieldSpec": "field",
     "ValueSpec": "value",
     "CsvColumn": "column",
+    "DeviceSpec": "device",
+    "ConfigRegisterSpec": "register",
+    "RegisterSpec": "register",
+    "RegisterDefaults": "defaults",
+    "MetricMapping": "metric",
+    "DeviceMapping": "device",
     "AvailabilitySpec": "availability",
     "MachineConfig": "machine",
     "AdapterConfigBase": "adapter",
@@ -214,6 +224,15 @@ def blocks() -> dict[Path, dict[str, str]]:
             "mqtt_value": field_table(mq.ValueSpec),
             "mqtt_column": field_table(mq.CsvColumn),
             "mqtt_availability": field_table(mq.AvailabilitySpec),
+            "modbus": field_table(mb.ModbusAdapterConfig),
+            "modbus_device": field_table(mb.DeviceSpec),
+            "modbus_register": field_table(mbreg.ConfigRegisterSpec),
+            "modbus_map": field_table(mbmaps.MeterMap),
+            "modbus_map_defaults": field_table(mbreg.RegisterDefaults),
+            "modbus_map_register": field_table(mbreg.RegisterSpec),
+            "sparkplug": field_table(spb.SparkplugAdapterConfig),
+            "sparkplug_device": field_table(spb.DeviceMapping),
+            "sparkplug_metric": field_table(spb.MetricMapping),
         },
         wire: {
             "signals": signals_table(),

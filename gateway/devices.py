@@ -12,6 +12,10 @@ each device on it, the same way for every protocol:
 - data after a stale or offline spell reports one gap per machine for the silent time, with
   the reason in words, and the device is **live** again.
 
+While the adapter's connection is down the watch is paused (the supervisor calls
+:meth:`pause` and :meth:`resume`): the connection's gap already covers that time, and a
+device must not also go stale because the broker or the bus was away.
+
 Each change is one log line and one :meth:`Emitter.device` call (shown by ``/metrics`` and
 ``microfactory status``). ``seen`` and ``offline`` are thread-safe, so a protocol library's
 own thread (paho's) may call them; :meth:`run` is the periodic check, started by the adapter.
@@ -56,6 +60,7 @@ class DeviceWatch:
         self.stale_after_s = stale_after_s
         self._devices: dict[str, _Device] = {}
         self._lock = threading.Lock()
+        self._paused = False
 
     # ------------------------------------------------------------------ adapter's API
     def seen(
@@ -103,6 +108,7 @@ class DeviceWatch:
         reason: str,
         machines: Collection[str] = (),
         since_ns: int | None = None,
+        stale_after_s: float | None = None,
     ) -> None:
         """``device`` says it is gone (any thread): offline now, or since ``since_ns``.
 
@@ -113,7 +119,8 @@ class DeviceWatch:
         with self._lock:
             dev = self._devices.get(device)
             if dev is None:
-                dev = _Device(tuple(sorted(machines)), self.stale_after_s)
+                limit = stale_after_s if stale_after_s is not None else self.stale_after_s
+                dev = _Device(tuple(sorted(machines)), limit)
                 dev.last_seen, dev.last_seen_ns = time.monotonic(), now_ns
                 self._devices[device] = dev
             if dev.state == "offline":
@@ -138,11 +145,27 @@ class DeviceWatch:
         with self._lock:
             return {name: dev.state for name, dev in self._devices.items()}
 
+    def pause(self) -> None:
+        """The connection is down: no device goes stale until :meth:`resume`."""
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        """The connection is back: live devices' silence is counted from now."""
+        now, now_ns = time.monotonic(), self._context.clock()
+        with self._lock:
+            self._paused = False
+            for dev in self._devices.values():
+                if dev.state == "live":
+                    dev.last_seen, dev.last_seen_ns = now, now_ns
+
     def check(self) -> None:
         """Mark live devices stale once they have been silent past their ``stale_after_s``."""
         now = time.monotonic()
         went_stale: list[tuple[str, float]] = []
         with self._lock:
+            if self._paused:
+                return
             for name, dev in self._devices.items():
                 limit = dev.stale_after_s
                 if dev.state != "live" or limit is None:

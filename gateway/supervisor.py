@@ -10,6 +10,8 @@ does the rest the same way for every protocol:
   away, with the reason in words;
 - with ``stale_after_s``, notices a connection that is up but silent (a device that stopped
   publishing), and reports that silence as a gap when data comes back;
+- with ``devices`` (the adapter's :class:`DeviceWatch`), pauses the watch of each device
+  while the connection is down, so an outage is one gap, not one more per device;
 - logs one line when the source goes away (a warning; an unexpected exception: an error
   with its traceback) and one when it is back, saying how long it was away; the failed
   attempts in between are debug, except a new :class:`NeedsAttention` reason (a refused
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from .adapters.base import AdapterContext, ConnectionState
+from .devices import DeviceWatch
 from .errors import NeedsAttention
 
 
@@ -90,6 +93,7 @@ class ConnectionSupervisor:
         backoff: Backoff | None = None,
         stale_after_s: float | None = None,
         reconnect_when_stale: bool = False,
+        devices: DeviceWatch | None = None,
     ) -> None:
         if connect_timeout_s <= 0:
             raise ValueError(f"connect_timeout_s must be > 0, got {connect_timeout_s!r}")
@@ -105,6 +109,7 @@ class ConnectionSupervisor:
         self.backoff = backoff or Backoff()
         self._stale_after_s = stale_after_s
         self._reconnect_when_stale = reconnect_when_stale
+        self._devices = devices  # paused while the connection is down
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
@@ -340,6 +345,11 @@ class ConnectionSupervisor:
         if state != self._state:
             self._state = state
             self._context.emitter.connection(self.name, state)
+            if self._devices is not None:
+                if state == "connected":
+                    self._devices.resume()
+                elif state in ("connecting", "disconnected"):
+                    self._devices.pause()
 
     def _internal(self, err: Exception) -> str:
         """Count an unexpected exception; the caller logs it once, with its traceback."""

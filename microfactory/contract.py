@@ -79,7 +79,9 @@ SIGNALS: dict[str, SignalSpec] = {
         SignalSpec("current_l3", "A", "gauge", "current, phase L3"),
         SignalSpec("power_factor", "", "gauge", "total power factor (-1 to 1)"),
         SignalSpec("frequency", "Hz", "gauge", "supply frequency"),
-        SignalSpec("online", "", "boolean", "device reachable: 1, or not: 0 (e.g. from an MQTT LWT)"),
+        SignalSpec(
+            "online", "", "boolean", "device reachable: 1, or not: 0 (e.g. from an MQTT LWT)"
+        ),
     )
 }
 

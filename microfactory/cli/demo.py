@@ -183,9 +183,7 @@ async def run_demo(options: DemoOptions) -> int:
         # servers first, clock last: the gateway and the MES see the machines from their first
         # simulated second on, so the ground truth and the stored data describe the same run
         await workshop.start(paused=True)
-        data = demo_site_config(
-            mqtt_url, workshop.opcua_endpoints, data_dir, _meter_port(workshop)
-        )
+        data = demo_site_config(mqtt_url, workshop.opcua_endpoints, data_dir, _meter_port(workshop))
         _apply_options(data, options)
         try:
             site: SiteConfig = parse_site_config(data, "demo site config")

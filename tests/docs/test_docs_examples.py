@@ -71,7 +71,9 @@ def test_example_config_is_valid(path: Path) -> None:
 
 def _site_blocks(doc: Path) -> list[str]:
     """The ```yaml blocks of a Markdown file that are whole site configs (have machines)."""
-    blocks, inside, lines = [], False, []
+    blocks: list[str] = []
+    lines: list[str] = []
+    inside = False
     for line in doc.read_text(encoding="utf-8").splitlines():
         if not inside and line.strip() == "```yaml":
             inside, lines = True, []

@@ -155,3 +155,30 @@ def test_metrics_and_status_show_devices_that_are_not_live(tmp_path: Path) -> No
     text = out.getvalue()
     assert "devices not live" in text
     assert "plug-1" in text and "node-a" in text and "plug-2" not in text
+
+
+def test_a_paused_watch_lets_no_device_go_stale_and_resume_restarts_the_clock(
+    tmp_path: Path,
+) -> None:
+    watch, emitter, _ = _watch(tmp_path, stale_after_s=0.03)
+    watch.seen("plug-1", ["m1"])
+    watch.pause()  # the broker is away: the connection's gap covers the silence
+    time.sleep(0.05)
+    watch.check()
+    assert watch.state("plug-1") == "live"
+    watch.resume()
+    watch.check()
+    assert watch.state("plug-1") == "live", "silence counts from the reconnect"
+    time.sleep(0.05)
+    watch.check()
+    assert watch.state("plug-1") == "stale"
+    assert emitter.gaps == []
+
+
+def test_offline_first_takes_its_own_limit(tmp_path: Path) -> None:
+    watch, _, _ = _watch(tmp_path, stale_after_s=100)
+    watch.offline("plug-9", "retained 'Offline'", ["m2"], stale_after_s=0.01)
+    watch.seen("plug-9")
+    time.sleep(0.03)
+    watch.check()
+    assert watch.state("plug-9") == "stale"

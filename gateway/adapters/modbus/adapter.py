@@ -278,6 +278,7 @@ class ModbusAdapter:
             errors=ERRORS,
             connect_timeout_s=config.timeout_s + 5,
             backoff=Backoff(max_s=config.reconnect_max_s),
+            devices=self.devices,
         )
 
     # ------------------------------------------------------------------ lifecycle

@@ -80,6 +80,7 @@ class MqttAdapter:
             machines=config.machines_referenced(),
             connect=self._connect,
             connect_timeout_s=CONNECT_TIMEOUT_S + 1,
+            devices=self.devices,
         )
 
     @property
@@ -205,4 +206,9 @@ class MqttAdapter:
             self.devices.seen(machine, (machine,), self._stale_after(machine))
         else:
             word = payload[:40].decode("utf-8", "replace")
-            self.devices.offline(machine, f"{word!r} on {topic}", (machine,))
+            self.devices.offline(
+                machine,
+                f"{word!r} on {topic}",
+                (machine,),
+                stale_after_s=self._stale_after(machine),
+            )

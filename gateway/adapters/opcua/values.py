@@ -150,7 +150,13 @@ class NodeReader:
             number = scaled(value, spec.scale, spec.offset)
             return RawSample(self.machine, signal, number, spec.unit, ts, quality, spec.node)
         if isinstance(value, bool):
-            return RawSample(self.machine, signal, float(value), spec.unit, ts, quality, spec.node)
+            if kind in ("gauge", "counter"):
+                # a door switch stored as "1.0 W" would be a lie in every energy figure
+                raise ValueProblem(
+                    f"node {spec.node!r} gives a Boolean for numeric signal {signal!r}; map it "
+                    "to `online` or a signal of your own, or add a value_map"
+                )
+            return RawSample(self.machine, signal, value, None, ts, quality, spec.node)
         if isinstance(value, str) and kind is None:
             return RawSample(self.machine, signal, value, None, ts, quality, spec.node)
         raise ValueProblem(

@@ -96,14 +96,15 @@ class SparkplugAdapter:
             on_message=self._on_message,
             logger=self._log,
         )
+        self.devices = DeviceWatch(context, config.name, stale_after_s=config.stale_after_s)
         self.supervisor = ConnectionSupervisor(
             context,
             name=config.name,
             machines=config.machines_referenced(),
             connect=self._connect,
             connect_timeout_s=CONNECT_TIMEOUT_S + 1,
+            devices=self.devices,
         )
-        self.devices = DeviceWatch(context, config.name, stale_after_s=config.stale_after_s)
         self._watch: asyncio.Task[None] | None = None
 
     def filters(self) -> list[tuple[str, int]]:

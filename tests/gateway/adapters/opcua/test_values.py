@@ -115,6 +115,9 @@ def test_localized_text_boolean_and_datetime() -> None:
     r = reader(signal="state", value_map={"Executing": "running", "NotExecuting": "idle"})
     assert one(r, dv(ua.LocalizedText("Executing"))).value == "running"
     assert one(reader(signal="door_open"), dv(True)).value == 1.0
+    assert one(reader(signal="online"), dv(False)).value is False  # stored 0.0 by the pipeline
+    with pytest.raises(ValueProblem, match="Boolean for numeric signal 'power_active'"):
+        reader(signal="power_active").samples(dv(True))
     assert one(reader(signal="started_at"), dv(T0)).value == "2026-12-01T08:00:00Z"
 
 
