@@ -82,6 +82,7 @@ class SparkplugAdapter:
         self._nodes = EdgeNodes()
         self._lock = threading.Lock()
         self._logged: set[str] = set()
+        self._last: dict[str, dict[str, RawSample]] = {}  # device -> signal -> last sample
         self.counters: Counter[str] = Counter()
         """messages, samples, seq_gaps, unknown_aliases, dropped, stale_deaths, unmapped,
         rebirth_requests, rebirth_requests_failed, births, deaths, dead_letters"""
@@ -218,6 +219,7 @@ class SparkplugAdapter:
             for mapping in affected:
                 self.devices.offline(mapping.device_key, reason, (mapping.machine,))
                 samples.append(self._online(mapping, False, now_ns, topic))
+                samples += self._stale(mapping, now_ns, topic)
         if out.born is not None:
             self.counters["births"] += 1
             self._log.debug("%s: %s: %s", name, where, topic.message_type)
@@ -229,10 +231,12 @@ class SparkplugAdapter:
         if own is not None and (out.values or out.unsupported):
             if out.born is None:
                 self.devices.seen(own.device_key, (own.machine,))
+            last = self._last.setdefault(own.device_key, {})
             for value in out.values:
                 sample, problem = self._sample(own, value, topic)
                 if sample is not None:
                     samples.append(sample)
+                    last[sample.signal] = sample
                 if problem is not None:
                     problems.append(problem)
             for label in out.unsupported:
@@ -252,6 +256,15 @@ class SparkplugAdapter:
             mapping = self._mappings.get((topic.edge_node, topic.device))
             return [mapping] if mapping is not None else []
         return []
+
+    def _stale(self, mapping: _Mapping, now_ns: int, topic: Topic) -> list[RawSample]:
+        """The device's last values again at its death, quality ``uncertain``: Sparkplug's
+        STALE. A chart shows from when they stopped being true; counters do not move."""
+        last = self._last.pop(mapping.device_key, {})
+        return [
+            RawSample(s.machine, s.signal, s.value, s.unit, now_ns, "uncertain", f"{topic}: stale")
+            for s in last.values()
+        ]
 
     def _online(self, mapping: _Mapping, online: bool, now_ns: int, topic: Topic) -> RawSample:
         return RawSample(mapping.machine, "online", online, None, now_ns, origin=str(topic))

@@ -236,6 +236,10 @@ async def test_death_makes_the_device_offline_and_its_rebirth_reports_the_gap(
     await wait_for(lambda: gw.emitter.device_state(device) == "offline", 15, "offline")
     assert gw.values("online")[-1] is False
     assert gw.samples("online")[-1].machine == "press-1"
+    # its last values again at the death, marked uncertain (Sparkplug's STALE)
+    stale = gw.samples("power_active")[-1]
+    assert (stale.value, stale.quality) == (1.5, "uncertain")
+    assert stale.ts_ns == gw.samples("online")[-1].ts_ns
     await asyncio.sleep(1.0)
     births = node.count("birth")
     node.command("revive")
