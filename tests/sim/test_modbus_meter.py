@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import shutil
 import struct
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from microfactory.sim.model import (
     energy_units_to_wh,
 )
 from tests.helpers.markers import starts_server
+from tests.helpers.modbus_server import pty_pair
 
 from .util import T0, S
 
@@ -377,40 +376,16 @@ def test_unknown_model_and_bad_arguments_are_refused() -> None:
 # ------------------------------------------------------------------ RTU over a pty pair
 @pytest.fixture
 @starts_server("socat pseudo-terminal pair")
-def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    socat = shutil.which("socat")
-    if socat is None:
-        pytest.skip("socat is not installed")
-    a, b = tmp_path / "ttyA", tmp_path / "ttyB"
-    proc = subprocess.Popen(
-        [socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            if a.exists() and b.exists():
-                break
-            if proc.poll() is not None:
-                raise AssertionError(f"socat exited with {proc.returncode}")
-            subprocess.run(["sleep", "0.05"], check=True)
-        else:
-            raise AssertionError("socat did not create the pseudo-terminals within 5 s")
+def pty(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    with pty_pair(tmp_path) as (a, b):
         yield str(a), str(b)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.mark.parametrize("model", ["eastron_sdm120", "carlo_gavazzi_em24"])
 async def test_rtu_over_a_pseudo_terminal_pair(
-    model: str, pty_pair: tuple[str, str], start_meter: Start
+    model: str, pty: tuple[str, str], start_meter: Start
 ) -> None:
-    server_end, client_end = pty_pair
+    server_end, client_end = pty
     reading = big_reading()
     srv = await start_meter(
         model=model,

@@ -27,23 +27,11 @@ from microfactory.mqtt.client import Message, MqttClient, Reconnect
 from ...sdk import AdapterContext, ConnectionSupervisor, DeviceWatch, PayloadError, RawSample
 from .config import MqttAdapterConfig
 from .payload import CompiledSubscription, availability, decode
+from .session import BrokerSession
 
 # What a {machine} or {signal} topic level may hold: it becomes an InfluxDB tag.
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 CONNECT_TIMEOUT_S = 10.0
-
-
-class _Session:
-    """One broker session, from CONNACK to the connection's end (a supervisor ``Connection``)."""
-
-    def __init__(self, client: MqttClient) -> None:
-        self._client = client
-
-    async def run(self) -> str:
-        return await self._client.session_ended()
-
-    async def close(self) -> None:
-        await self._client.close()
 
 
 class MqttAdapter:
@@ -133,7 +121,7 @@ class MqttAdapter:
             if limit is not None and machine in self._known_machines:
                 self.devices.seen(machine, (machine,), limit)
 
-    async def _connect(self) -> _Session:
+    async def _connect(self) -> BrokerSession:
         session_present = await self._client.connect(CONNECT_TIMEOUT_S)
         self._declare_devices()  # before SUBACK: a retained last will may follow at once
         # connected means subscribed: a message the broker takes before its SUBACK is lost
@@ -141,7 +129,7 @@ class MqttAdapter:
             [(s.sub.filter, int(s.sub.qos)) for s in self._subs], CONNECT_TIMEOUT_S
         )
         self._log.debug("%s: subscribed (session present: %s)", self.config.name, session_present)
-        return _Session(self._client)
+        return BrokerSession(self._client)
 
     # ------------------------------------------------------------ client callback (its thread)
     def _on_message(self, msg: Message) -> None:

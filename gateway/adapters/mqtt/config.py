@@ -10,26 +10,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from microfactory.mqtt.settings import (
-    MqttSettings,
-    TlsSettings,
-    check_mqtt_url,
-    check_tls_scheme,
-    move_url_credentials,
-)
-
-from ...sdk import AdapterConfigBase, check_unit, signal_kind
+from ...sdk import check_unit, signal_kind
+from .broker import BrokerAdapterConfig
 
 if TYPE_CHECKING:
-    from typing import Self
-
-    from ...config import SiteConfig
+    pass
 
 PLACEHOLDERS = ("machine", "signal")
 _PLACEHOLDER = re.compile(r"\{([^}]*)\}")
@@ -543,46 +533,8 @@ class Subscription(_Section):
         return names
 
 
-class MqttAdapterConfig(AdapterConfigBase):
+class MqttAdapterConfig(BrokerAdapterConfig):
     type: Literal["mqtt"] = Field(default="mqtt", description="`mqtt`.")
-    name: str = Field(description="Adapter name, unique in the file; part of the client id.")
-    broker: str | None = Field(
-        default=None,
-        description=(
-            "This adapter's own broker URL; unset: the site's `mqtt.url` "
-            "(`mqtt.username`/`password`/`tls` are only used with the site's broker)."
-        ),
-    )
-    username: str | None = Field(
-        default=None,
-        description="Broker user of this adapter; unset: `mqtt.username` when the adapter "
-        "uses the site's broker.",
-    )
-    password: str | None = Field(
-        default=None,
-        repr=False,
-        description="Broker password of this adapter; unset: `mqtt.password` when the adapter "
-        "uses the site's broker.",
-    )
-    tls: TlsSettings | None = Field(
-        default=None,
-        description="TLS of this adapter's `mqtts://` broker; unset: `mqtt.tls` when the "
-        "adapter uses the site's broker.",
-    )
-    client_id: str | None = Field(
-        default=None,
-        description=(
-            "Client id; unset: `<mqtt.client_id>-<name>`. Keep it stable, the "
-            "broker keys the persistent session on it."
-        ),
-    )
-    persistent_session: bool = Field(
-        default=True,
-        description=(
-            "Connect with clean session off, so the broker keeps QoS 1 messages "
-            "while the gateway is away (up to its queue limit)."
-        ),
-    )
     protocol: Literal["3.1.1", "5"] = Field(
         default="3.1.1",
         description=(
@@ -615,21 +567,6 @@ class MqttAdapterConfig(AdapterConfigBase):
         ),
     )
 
-    _url = field_validator("broker")(
-        classmethod(lambda cls, v: None if v is None else check_mqtt_url(v))
-    )
-
-    _site_broker: MqttSettings = PrivateAttr(default_factory=MqttSettings)
-
-    @model_validator(mode="after")
-    def _own_broker(self) -> MqttAdapterConfig:
-        if self.broker is not None:
-            self.broker, self.username, self.password = move_url_credentials(
-                self.broker, self.username, self.password, f"adapters.{self.name}.broker"
-            )
-            check_tls_scheme(self.broker, self.tls, "tls")
-        return self
-
     def machines_referenced(self) -> set[str]:
         return {s.machine for s in self.subscriptions if s.machine}
 
@@ -640,42 +577,3 @@ class MqttAdapterConfig(AdapterConfigBase):
             if s.machine
             for signal in s.signals_referenced()
         }
-
-    def with_site_defaults(self, site: SiteConfig) -> Self:
-        """Take the site's shared broker (``mqtt:``) for what this adapter does not set."""
-        bound = self.model_copy()
-        bound._site_broker = site.mqtt or MqttSettings()
-        if self.broker is None:
-            check_tls_scheme(bound._site_broker.url, self.tls, f"adapters ({self.name}): tls")
-        return bound
-
-    @property
-    def site_broker(self) -> MqttSettings:
-        """The site's ``mqtt:`` section (its defaults when the file has none)."""
-        return self._site_broker
-
-    def connection(self) -> MqttSettings:
-        """The broker this adapter talks to: its own, or the site's, with what it overrides.
-
-        With its own ``broker`` only its own credentials and TLS apply; on the site's broker,
-        what the adapter does not set comes from ``mqtt:``.
-        """
-        site = self._site_broker
-        client_id = self.client_id or f"{site.client_id}-{self.name}"
-        if self.broker is not None:
-            return MqttSettings(
-                url=self.broker,
-                client_id=client_id,
-                username=self.username,
-                password=self.password,
-                keepalive_s=site.keepalive_s,
-                tls=self.tls,
-            )
-        return site.model_copy(
-            update={
-                "client_id": client_id,
-                "username": self.username if self.username is not None else site.username,
-                "password": self.password if self.username is not None else site.password,
-                "tls": self.tls if self.tls is not None else site.tls,
-            }
-        )

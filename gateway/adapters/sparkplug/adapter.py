@@ -36,6 +36,7 @@ from ...sdk import (
     scaled,
     signal_kind,
 )
+from ..mqtt.session import BrokerSession
 from .config import NAMESPACE, MetricMapping, SparkplugAdapterConfig
 from .nodes import EdgeNodes, Outcome, Value
 from .payload import Topic, decode, encode_rebirth, parse_topic
@@ -51,19 +52,6 @@ class _Mapping:
     device_key: str  # the DeviceWatch name: group/edge_node[/device]
     machine: str
     metrics: dict[str, MetricMapping]
-
-
-class _Session:
-    """One broker session, from CONNACK to the connection's end (a supervisor ``Connection``)."""
-
-    def __init__(self, client: MqttClient) -> None:
-        self._client = client
-
-    async def run(self) -> str:
-        return await self._client.session_ended()
-
-    async def close(self) -> None:
-        await self._client.close()
 
 
 class SparkplugAdapter:
@@ -136,7 +124,7 @@ class SparkplugAdapter:
                 self._log.exception("%s: device watch failed; restarting it", self.config.name)
                 await asyncio.sleep(1.0)
 
-    async def _connect(self) -> _Session:
+    async def _connect(self) -> BrokerSession:
         await self._client.connect(CONNECT_TIMEOUT_S)
         await self._client.subscribed(self.filters(), CONNECT_TIMEOUT_S)
         # What happened while we were away is unknown (deaths and data at QoS 0 are not
@@ -145,7 +133,7 @@ class SparkplugAdapter:
             for node in self.config.edge_nodes():
                 self._nodes.want_rebirth(node, "gateway connected")
                 self._maybe_rebirth(node)
-        return _Session(self._client)
+        return BrokerSession(self._client)
 
     # ------------------------------------------------------------ client callback (its thread)
     def _on_message(self, msg: Message) -> None:

@@ -9,27 +9,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from microfactory.mqtt.settings import (
-    MqttSettings,
-    TlsSettings,
-    check_mqtt_url,
-    check_tls_scheme,
-    move_url_credentials,
-)
-
-from ...sdk import AdapterConfigBase, check_unit
-from ..mqtt.config import MqttAdapterConfig
+from ...sdk import check_unit
+from ..mqtt.broker import BrokerAdapterConfig
 
 if TYPE_CHECKING:
-    from typing import Self
-
-    from ...config import SiteConfig
+    pass
 
 NAMESPACE = "spBv1.0"
 # Sparkplug ids are MQTT topic levels: no separator, no wildcard (spec 3.0, section 4.1).
@@ -104,46 +93,8 @@ class DeviceMapping(_Section):
     _metrics = field_validator("metrics")(classmethod(lambda cls, v: _unique_metrics(v)))
 
 
-class SparkplugAdapterConfig(AdapterConfigBase):
+class SparkplugAdapterConfig(BrokerAdapterConfig):
     type: Literal["sparkplug"] = Field(default="sparkplug", description="`sparkplug`.")
-    name: str = Field(description="Adapter name, unique in the file; part of the client id.")
-    broker: str | None = Field(
-        default=None,
-        description=(
-            "This adapter's own broker URL; unset: the site's `mqtt.url` "
-            "(`mqtt.username`/`password`/`tls` are only used with the site's broker)."
-        ),
-    )
-    username: str | None = Field(
-        default=None,
-        description="Broker user of this adapter; unset: `mqtt.username` when the adapter "
-        "uses the site's broker.",
-    )
-    password: str | None = Field(
-        default=None,
-        repr=False,
-        description="Broker password of this adapter; unset: `mqtt.password` when the adapter "
-        "uses the site's broker.",
-    )
-    tls: TlsSettings | None = Field(
-        default=None,
-        description="TLS of this adapter's `mqtts://` broker; unset: `mqtt.tls` when the "
-        "adapter uses the site's broker.",
-    )
-    client_id: str | None = Field(
-        default=None,
-        description=(
-            "Client id; unset: `<mqtt.client_id>-<name>`. Keep it stable, the "
-            "broker keys the persistent session on it."
-        ),
-    )
-    persistent_session: bool = Field(
-        default=True,
-        description=(
-            "Connect with clean session off, so the broker keeps QoS 1 messages "
-            "while the gateway is away (up to its queue limit)."
-        ),
-    )
     group_id: str = Field(description="Sparkplug group id (the topic level after `spBv1.0`).")
     edge_node: str | None = Field(
         default=None,
@@ -194,21 +145,11 @@ class SparkplugAdapterConfig(AdapterConfigBase):
         default=1024 * 1024, ge=16, description="Larger messages are dead-lettered unread."
     )
 
-    _url = field_validator("broker")(
-        classmethod(lambda cls, v: None if v is None else check_mqtt_url(v))
-    )
     _group = field_validator("group_id")(classmethod(lambda cls, v: _check_id(v, "group id")))
     _metrics = field_validator("metrics")(classmethod(lambda cls, v: _unique_metrics(v)))
 
-    _site_broker: MqttSettings = PrivateAttr(default_factory=MqttSettings)
-
     @model_validator(mode="after")
     def _shape(self) -> SparkplugAdapterConfig:
-        if self.broker is not None:
-            self.broker, self.username, self.password = move_url_credentials(
-                self.broker, self.username, self.password, f"adapters.{self.name}.broker"
-            )
-            check_tls_scheme(self.broker, self.tls, "tls")
         single = [
             f
             for f, v in (
@@ -264,29 +205,3 @@ class SparkplugAdapterConfig(AdapterConfigBase):
         return {(m.machine, metric.signal) for m in self.mappings() for metric in m.metrics} | {
             (m.machine, "online") for m in self.mappings()
         }
-
-    def with_site_defaults(self, site: SiteConfig) -> Self:
-        """Take the site's shared broker (``mqtt:``) for what this adapter does not set."""
-        bound = self.model_copy()
-        bound._site_broker = site.mqtt or MqttSettings()
-        if self.broker is None:
-            check_tls_scheme(bound._site_broker.url, self.tls, f"adapters ({self.name}): tls")
-        return bound
-
-    def connection(self) -> MqttSettings:
-        """The broker this adapter talks to: its own, or the site's, with what it overrides.
-
-        The same rules as the MQTT adapter's (its :meth:`MqttAdapterConfig.connection`,
-        reused, not copied): with its own ``broker`` only its own credentials and TLS apply.
-        """
-        view = MqttAdapterConfig.model_construct(
-            name=self.name,
-            broker=self.broker,
-            username=self.username,
-            password=self.password,
-            tls=self.tls,
-            client_id=self.client_id,
-            subscriptions=[],
-        )
-        view._site_broker = self._site_broker
-        return view.connection()
