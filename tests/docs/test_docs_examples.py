@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from microfactory.gateway import sdk
 from microfactory.gateway.adapters import adapter_plugins
 from microfactory.gateway.config import load_site_config, parse_site_config
 from microfactory.gateway.runtime import Gateway
@@ -235,3 +237,10 @@ async def test_example_adapter_collects_through_a_real_gateway(tmp_path: Path) -
     source, origin, reason = dead[0]
     assert (source, origin) == ("meter-2-http", device.url)
     assert reason.startswith("answer is not valid JSON"), reason
+
+
+def test_the_sdk_table_of_writing_an_adapter_lists_the_whole_sdk() -> None:
+    doc = (DOCS / "writing-an-adapter.md").read_text(encoding="utf-8")
+    table = doc[doc.index("| name | what it is |") : doc.index("```python")]
+    listed = set(re.findall(r"`([A-Za-z_]+)`", table)) | {"API_VERSION"}  # said in the text
+    assert set(sdk.__all__) <= listed, f"not in the table: {sorted(set(sdk.__all__) - listed)}"
