@@ -27,7 +27,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .adapters.base import AdapterContext, DeviceState
 
@@ -43,7 +43,6 @@ class _Device:
     last_seen_ns: int = 0  # context clock
     down_since_ns: int | None = None
     down_reason: str = ""
-    spells: int = field(default=0)  # stale or offline spells so far
 
 
 class DeviceWatch:
@@ -129,7 +128,6 @@ class DeviceWatch:
             if since_ns is not None:
                 start = min(start, since_ns)
             dev.state, dev.down_since_ns, dev.down_reason = "offline", start, reason
-            dev.spells += 1
         self._log.warning("%s: device %s is offline (%s)", self.adapter, device, reason)
         self._context.emitter.device(self.adapter, device, "offline")
 
@@ -174,7 +172,6 @@ class DeviceWatch:
                 if quiet >= limit:
                     dev.state = "stale"
                     dev.down_since_ns = dev.last_seen_ns
-                    dev.spells += 1
                     went_stale.append((name, quiet))
         for name, quiet in went_stale:
             self._log.warning("%s: device %s: no data for %.0f s", self.adapter, name, quiet)

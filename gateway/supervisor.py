@@ -10,8 +10,9 @@ does the rest the same way for every protocol:
   away, with the reason in words;
 - with ``stale_after_s``, notices a connection that is up but silent (a device that stopped
   publishing), and reports that silence as a gap when data comes back;
-- with ``devices`` (the adapter's :class:`DeviceWatch`), pauses the watch of each device
-  while the connection is down, so an outage is one gap, not one more per device;
+- with ``devices`` (the adapter's :class:`DeviceWatch`), runs its staleness check from start
+  to stop and pauses it while the connection is down, so an outage is one gap, not one more
+  per device;
 - logs one line when the source goes away (a warning; an unexpected exception: an error
   with its traceback) and one when it is back, saying how long it was away; the failed
   attempts in between are debug, except a new :class:`NeedsAttention` reason (a refused
@@ -111,6 +112,7 @@ class ConnectionSupervisor:
         self._reconnect_when_stale = reconnect_when_stale
         self._devices = devices  # paused while the connection is down
         self._task: asyncio.Task[None] | None = None
+        self._device_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -134,6 +136,11 @@ class ConnectionSupervisor:
         """Start supervising in the background; returns at once."""
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._supervise(), name=f"supervisor:{self.name}")
+        if self._devices is not None:
+            self._device_task = asyncio.create_task(
+                self._devices.run(), name=f"devices:{self.name}"
+            )
+            self._device_task.add_done_callback(self._device_watch_ended)
 
     async def stop(self, timeout_s: float) -> None:
         """End the session and the supervision within ``timeout_s``; report ``stopped``."""
@@ -141,6 +148,9 @@ class ConnectionSupervisor:
         self._deadline = loop.time() + max(0.0, timeout_s)
         self._stopping.set()
         self._wake.set()
+        devices, self._device_task = self._device_task, None
+        if devices is not None:
+            devices.cancel()
         task = self._task
         if task is not None and not task.done():
             # most of the time for a clean close, the rest for a cancelled one to unwind
@@ -350,6 +360,14 @@ class ConnectionSupervisor:
                     self._devices.resume()
                 elif state in ("connecting", "disconnected"):
                     self._devices.pause()
+
+    def _device_watch_ended(self, task: asyncio.Task[None]) -> None:
+        """The device watch ends only when cancelled; say so loudly if it ever does not."""
+        if not task.cancelled() and self._device_task is task:
+            self.internal_errors += 1
+            self._log.error(
+                "%s: the device staleness watch ended", self.name, exc_info=task.exception()
+            )
 
     def _internal(self, err: Exception) -> str:
         """Count an unexpected exception; the caller logs it once, with its traceback."""

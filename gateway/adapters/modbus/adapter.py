@@ -269,7 +269,6 @@ class ModbusAdapter:
             for unit in self._unit_machines
         }
         self.devices = DeviceWatch(context, config.name)
-        self._watch: asyncio.Task[None] | None = None
         self.supervisor = ConnectionSupervisor(
             context,
             name=config.name,
@@ -284,22 +283,11 @@ class ModbusAdapter:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Connect in the background; returns at once."""
-        self._watch = asyncio.create_task(self.devices.run(), name=f"devices:{self.config.name}")
-        self._watch.add_done_callback(self._watch_ended)
         await self.supervisor.start()
 
     async def stop(self, timeout_s: float) -> None:
         """Close the connection and stop, within ``timeout_s``."""
-        if self._watch is not None:
-            self._watch.cancel()
         await self.supervisor.stop(timeout_s)
-
-    def _watch_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.internal_errors += 1
-            self.log.error(
-                "%s: the device watch ended", self.config.name, exc_info=task.exception()
-            )
 
     async def _connect(self) -> _Session:
         cfg = self.config

@@ -17,8 +17,6 @@ it offline at once and gives a sample of the ``online`` signal.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from collections.abc import Callable
 
@@ -46,7 +44,6 @@ class MqttAdapter:
         self.devices = DeviceWatch(context, config.name, stale_after_s=config.stale_after_s)
         self._stale_by_machine: dict[str, float | None] = {}
         self._declared = False
-        self._watch_task: asyncio.Task[None] | None = None
         v5 = config.protocol == "5"
         self._client = MqttClient(
             config.connection(),
@@ -78,25 +75,9 @@ class MqttAdapter:
 
     async def start(self) -> None:
         await self.supervisor.start()
-        self._watch_task = asyncio.create_task(
-            self.devices.run(), name=f"devices:{self.config.name}"
-        )
-        self._watch_task.add_done_callback(self._watch_ended)
 
     async def stop(self, timeout_s: float) -> None:
-        task, self._watch_task = self._watch_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, max(0.1, timeout_s / 10))
         await self.supervisor.stop(timeout_s)
-
-    def _watch_ended(self, task: asyncio.Task[None]) -> None:
-        """The device watch only ends when cancelled; say so loudly if it ever does not."""
-        if not task.cancelled() and self._watch_task is task:
-            self._log.error(
-                "%s: device staleness watch ended: %r", self.config.name, task.exception()
-            )
 
     def _stale_after(self, machine: str) -> float | None:
         """A machine's stale limit: the shortest of the data subscriptions that can feed it."""

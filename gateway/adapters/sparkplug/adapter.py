@@ -17,8 +17,6 @@ connect come from the event loop.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 import time
 from collections import Counter
@@ -94,7 +92,6 @@ class SparkplugAdapter:
             connect_timeout_s=CONNECT_TIMEOUT_S + 1,
             devices=self.devices,
         )
-        self._watch: asyncio.Task[None] | None = None
 
     def filters(self) -> list[tuple[str, int]]:
         """The topic filters: every message of each mapped edge node and its devices."""
@@ -106,23 +103,9 @@ class SparkplugAdapter:
 
     async def start(self) -> None:
         await self.supervisor.start()
-        self._watch = asyncio.create_task(self._watch_devices(), name=f"devices:{self.config.name}")
 
     async def stop(self, timeout_s: float) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
         await self.supervisor.stop(timeout_s)
-
-    async def _watch_devices(self) -> None:
-        """The staleness check of the mapped devices; a crash is logged, then it restarts."""
-        while True:
-            try:
-                await self.devices.run()
-            except Exception:  # top-level guard of a background task
-                self._log.exception("%s: device watch failed; restarting it", self.config.name)
-                await asyncio.sleep(1.0)
 
     async def _connect(self) -> BrokerSession:
         await self._client.connect(CONNECT_TIMEOUT_S)
