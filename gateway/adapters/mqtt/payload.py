@@ -30,10 +30,11 @@ from ...sdk import (
 )
 from .config import AvailabilitySpec, CsvColumn, FieldSpec, Subscription, TimestampSpec, ValueSpec
 
+# a decimal number written as text: "230.5", "-1.5e3", ".5"
+_DECIMAL = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER = re.compile(_DECIMAL + r"\Z")
 # a number, then optionally its unit: "230.5", "-1.5e3 W", "1.2kWh"
-_NUMBER_UNIT = re.compile(
-    r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)[ \t]*(\S.*)?\Z", re.DOTALL
-)
+_NUMBER_UNIT = re.compile(rf"({_DECIMAL})[ \t]*(\S.*)?\Z", re.DOTALL)
 # keyvalue: pairs separated by blanks, commas or semicolons
 _KV_SPLIT = re.compile(r"[\s,;]+")
 _Spec = FieldSpec | ValueSpec | CsvColumn
@@ -161,7 +162,7 @@ def _number(text: str) -> int | float:
     """A decimal number written as text (ValueError when it is not one)."""
     if re.fullmatch(r"[+-]?\d+", text):
         return int(text)  # ValueError past Python's 4300 digits: not a number we take
-    if not re.fullmatch(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", text):
+    if not _NUMBER.match(text):
         raise ValueError(text)
     return float(text)
 
