@@ -50,7 +50,7 @@ class InfluxV2Sink:
             await asyncio.to_thread(self._client.close)
 
     def describe(self, sample: Sample) -> str:
-        return encode(sample, self._site)
+        return encode(sample, self._site, keep_newlines=False)
 
     def _write(self, lines: list[str]) -> None:
         self._write_api.write(
@@ -61,7 +61,9 @@ class InfluxV2Sink:
         )
 
     async def write(self, samples: list[Sample]) -> None:
-        lines = [encode(s, self._site) for s in samples]
+        # our encoder, not influxdb-client's Point: the same escaping as every other sink, and
+        # no raw newline inside text, which VictoriaMetrics would take for the end of the line
+        lines = [encode(s, self._site, keep_newlines=False) for s in samples]
         where = f"influxdb {self._settings.url}"
         try:
             await asyncio.to_thread(self._write, lines)
