@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from .broker import app as broker_app
 from .extras import missing_for, require
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Site config tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(broker_app, name="broker")
 
 
 # Libraries whose every line is demoted to DEBUG: their warnings and tracebacks repeat what

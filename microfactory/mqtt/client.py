@@ -421,7 +421,10 @@ class MqttClient:
             reconnect_on_failure=self.reconnect is Reconnect.AUTO,
             manual_ack=self.manual_ack,
         )
-        if self.settings.username is not None:
+        if self.settings.username_from_client_id:
+            # a broker with use_username_as_clientid: this connection is its own user
+            client.username_pw_set(self.client_id, self.settings.password)
+        elif self.settings.username is not None:
             client.username_pw_set(self.settings.username, self.settings.password)
         if self.address.tls:
             if self.settings.tls is not None and self.settings.tls.insecure:

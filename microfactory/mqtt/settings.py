@@ -210,6 +210,12 @@ class MqttSettings(BaseModel):
         repr=False,
         description="Broker password; prefer `MICROFACTORY_MQTT__PASSWORD`.",
     )
+    username_from_client_id: bool = Field(
+        default=False,
+        description="Connect as username = this connection's client id (each MQTT adapter "
+        "and the MES link its own), with `password`: what `microfactory broker config` "
+        "generates. Exclusive with `username`.",
+    )
     keepalive_s: int = Field(
         default=30,
         ge=5,
@@ -230,6 +236,11 @@ class MqttSettings(BaseModel):
             self.url, self.username, self.password, "mqtt.url"
         )
         check_tls_scheme(self.url, self.tls, "mqtt")
+        if self.username_from_client_id and self.username is not None:
+            raise ValueError(
+                "mqtt: give either username or username_from_client_id: true (each "
+                "connection logs in as its client id), not both"
+            )
         return self
 
     @property

@@ -180,6 +180,33 @@ class Mosquitto(ServerProcess):
             wait_for_port(self.tls_port)
 
 
+class MosquittoConfigured(ServerProcess):
+    """Mosquitto running exactly the config file it is given (``microfactory broker config``'s).
+
+    The config says where it listens: ``port`` and ``other_ports`` are only what to wait for.
+    """
+
+    name = "mosquitto"
+
+    def __init__(
+        self, workdir: Path, config: Path, port: int, *, other_ports: tuple[int, ...] = ()
+    ) -> None:
+        super().__init__(workdir, port)
+        self.config = config
+        self.other_ports = other_ports
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [_exe("/usr/sbin/mosquitto", "mosquitto"), "-c", str(self.config)]
+
+    def wait_ready(self) -> None:
+        for port in (self.port, *self.other_ports):
+            wait_for_port(port)
+
+
 class InfluxDB1(ServerProcess):
     """InfluxDB 1.x (Debian's 1.6.7) with HTTP on ``port`` and everything under workdir."""
 

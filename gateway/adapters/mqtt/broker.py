@@ -118,6 +118,8 @@ class BrokerAdapterConfig(AdapterConfigBase):
             update={
                 "client_id": client_id,
                 "username": self.username if self.username is not None else site.username,
+                # an adapter with its own user logs in as that user, not as its client id
+                "username_from_client_id": site.username_from_client_id and self.username is None,
                 "password": self.password if self.username is not None else site.password,
                 "tls": self.tls if self.tls is not None else site.tls,
             }
