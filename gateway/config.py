@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic import create_model as _create_model
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from microfactory.contract import check_signing_key
 from microfactory.mqtt.settings import MqttSettings, redact_url
 
 from .adapters import config_models
@@ -263,6 +264,21 @@ class MesLinkSettings(_Section):
             "after each batch; default `mes-events-state.json` next to the spool."
         ),
     )
+    signing_key: str | None = Field(
+        default=None,
+        repr=False,
+        description=(
+            "For a broker without ACLs: HMAC key shared with the MES (its "
+            "`MICROFACTORY_MES__MQTT_SIGNING_KEY`), at least 32 bytes. Set: events are "
+            "published signed, and unsigned or badly signed contexts are refused. Prefer "
+            "the environment: `MICROFACTORY_MES_LINK__SIGNING_KEY`."
+        ),
+    )
+
+    @field_validator("signing_key")
+    @classmethod
+    def _long_signing_key(cls, v: str | None) -> str | None:
+        return check_signing_key(v, "mes_link.signing_key (MICROFACTORY_MES_LINK__SIGNING_KEY)")
 
 
 class MachineConfig(_Section):

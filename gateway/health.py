@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -20,6 +21,8 @@ class Health:
     gaps: int = 0
     connections: dict[str, str] = field(default_factory=dict)  # adapter -> state
     devices: dict[tuple[str, str], str] = field(default_factory=dict)  # (adapter, device) -> state
+    # machine contexts the MES link refused on arrival, by reason (read from the link)
+    context_refused: Callable[[], dict[str, int]] = dict
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -35,4 +38,5 @@ class Health:
             "gaps": self.gaps,
             "connections": dict(self.connections),
             "devices": {f"{a}/{d}": s for (a, d), s in self.devices.items()},
+            "context_refused": self.context_refused(),
         }

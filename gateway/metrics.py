@@ -82,6 +82,14 @@ class GatewayCollector(Collector):
         for source, n in sorted(h.dead_lettered.items()):
             dead.add_metric([source], n)
         yield dead
+        refused = CounterMetricFamily(
+            f"{PREFIX}_context_refused",
+            "machine contexts refused on arrival (forged, oversized, badly signed), by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted(h.context_refused().items()):
+            refused.add_metric([reason], n)
+        yield refused
         per_sink = {
             "delivered": ("samples a sink accepted", h.delivered),
             "retried": ("failed writes retried later", h.retried),

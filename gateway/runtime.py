@@ -63,6 +63,11 @@ class Gateway:
         for sink in self.sinks:
             if isinstance(sink, ContextSource):  # the MES link: context from the MES in
                 self.pipeline.context = sink.context
+
+                def context_refused(source: ContextSource = sink) -> dict[str, int]:
+                    return source.refused
+
+                self.health.context_refused = context_refused
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
         for d in self.deliveries:
             self._tasks.append(asyncio.create_task(d.run(), name=f"sink:{d.sink.name}"))

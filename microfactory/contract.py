@@ -10,10 +10,18 @@ Bump ``CONTRACT_VERSION`` on any incompatible change; additive optional fields d
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 CONTRACT_VERSION = 1
 TOPIC_ROOT = f"microfactory/v{CONTRACT_VERSION}"
@@ -107,6 +115,45 @@ def event_subscription(site: str) -> str:
     return f"{TOPIC_ROOT}/{site}/events/+"
 
 
+def mes_client_id(site: str) -> str:
+    """The MES's client id (and, on a broker from ``microfactory broker config``, its user).
+
+    Fixed per site so the broker keeps the MES's persistent session, and the events queued
+    in it, across restarts.
+    """
+    return f"microfactory-mes-{site}"
+
+
+# --------------------------------------------------------------------------- payload bounds
+# What a receiver accepts, so that nobody on the broker can hand it a 10 MB batch name or a
+# newline in a tag. Generous against what the programs produce: site and machine ids are at
+# most 64 characters in the site config and the MES, the gateway hashes event ids above 128,
+# MES codes (order, lot, product, user) are at most 64 and operation names 200 ("seq:name").
+MAX_ID_CHARS = 64  # site, machine (also topic levels)
+MAX_EVENT_ID_CHARS = 128
+MAX_CODE_CHARS = 128  # order, batch, product, operator
+MAX_OPERATION_CHARS = 256
+MAX_STATE_CHARS = 1024  # the gateway's normalise.max_text_length default
+MAX_REASON_CHARS = 500
+# Payload size caps, checked before parsing: a signed event is well under 2 KiB.
+MAX_EVENT_BYTES = 64 * 1024
+MAX_CONTEXT_BYTES = 8 * 1024
+# Control characters (Unicode category Cc: C0, DEL, C1) break logs, tags and line protocol.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+TopicLevel = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\x00-\x1f\x7f-\x9f/+#]+$"
+    ),
+]
+"""A site or machine id: also one MQTT topic level, so no ``/``, ``+``, ``#``."""
+Code = Annotated[str, StringConstraints(max_length=MAX_CODE_CHARS, pattern=_NO_CONTROL)]
+Operation = Annotated[str, StringConstraints(max_length=MAX_OPERATION_CHARS, pattern=_NO_CONTROL)]
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID_CHARS)]
+State = Annotated[str, StringConstraints(max_length=MAX_STATE_CHARS)]
+
+
 # --------------------------------------------------------------------------- payloads
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -116,28 +163,29 @@ class _Payload(BaseModel):
 class MachineContext(_Payload):
     """What a machine is working on, published retained by the MES.
 
-    An empty retained message on the topic (or ``order`` = None) clears the context.
+    A context with ``order`` = None clears it. The MES never publishes an empty retained
+    message, and the gateway ignores one: anyone on the broker could send it.
     """
 
-    site: str
-    machine: str
-    order: str | None = None
-    batch: str | None = None
-    operation: str | None = None
-    operator: str | None = None
-    product: str | None = None
+    site: TopicLevel
+    machine: TopicLevel
+    order: Code | None = None
+    batch: Code | None = None
+    operation: Operation | None = None
+    operator: Code | None = None
+    product: Code | None = None
     since_ns: int = Field(description="UTC ns when this context became active")
 
 
 class _Event(_Payload):
-    event_id: str = Field(description="stable id: replays with the same id must be ignored")
-    site: str
-    machine: str
+    event_id: EventId = Field(description="stable id: replays with the same id must be ignored")
+    site: TopicLevel
+    machine: TopicLevel
     ts_ns: int = Field(description="UTC ns, source time of the machine")
-    order: str | None = None
-    batch: str | None = None
-    operation: str | None = None
-    product: str | None = None
+    order: Code | None = None
+    batch: Code | None = None
+    operation: Operation | None = None
+    product: Code | None = None
 
 
 class StateChanged(_Event):
@@ -150,8 +198,8 @@ class StateChanged(_Event):
     """
 
     kind: Literal["state_changed"] = "state_changed"
-    state: str
-    previous: str | None = None
+    state: State
+    previous: State | None = None
     previous_since_ns: int | None = Field(
         default=None, description="UTC ns when the previous state began (None: not seen)"
     )
@@ -184,7 +232,305 @@ class GapReported(_Event):
 
     kind: Literal["gap"] = "gap"
     start_ns: int
-    reason: str
+    reason: Annotated[str, StringConstraints(max_length=MAX_REASON_CHARS)]
 
 
 MachineEvent = Annotated[StateChanged | PartCompleted | GapReported, Field(discriminator="kind")]
+
+EVENT_ADAPTER: TypeAdapter[StateChanged | PartCompleted | GapReported] = TypeAdapter(MachineEvent)
+
+
+# --------------------------------------------------------------------------- signatures
+# For a broker without ACLs, where anyone may publish anywhere: with a key shared by the
+# gateway and the MES, every event and context carries an HMAC-SHA256 over its topic and body
+# as the LAST member of its JSON object, ``,"sig":"<64 hex>"``. Byte-exact, no
+# canonicalisation: the receiver strips that trailing member and checks the MAC over exactly
+# the bytes that remain. The topic is inside the MAC, so a signed message of one machine
+# cannot be replayed on another machine's (or site's) topic.
+SIG_MEMBER = "sig"
+MIN_SIGNING_KEY_BYTES = 32
+_SIG_OPEN = b'"sig":"'
+_HEX_MAC = re.compile(rb"[0-9a-f]{64}")
+
+
+class SignatureError(ValueError):
+    """A message that must be signed is not, or not by our key.
+
+    ``reason``: ``missing`` (no trailing ``sig`` member), ``malformed`` (a ``sig`` that is not
+    the last member or not 64 lowercase hex digits), ``bad`` (the MAC does not match).
+    """
+
+    def __init__(self, reason: Literal["missing", "bad", "malformed"], detail: str) -> None:
+        super().__init__(f"signature {reason}: {detail}")
+        self.reason: Literal["missing", "bad", "malformed"] = reason
+        self.detail = detail
+
+
+def _key_bytes(key: bytes | str) -> bytes:
+    return key.encode() if isinstance(key, str) else key
+
+
+def _mac(key: bytes | str, topic: str, body: bytes) -> bytes:
+    data = topic.encode() + b"\n" + body
+    return hmac.new(_key_bytes(key), data, hashlib.sha256).hexdigest().encode()
+
+
+def sign(key: bytes | str, topic: str, body: bytes) -> bytes:
+    """``body`` (one JSON object) with ``,"sig":"<HMAC-SHA256 of topic + '\\n' + body>"`` last."""
+    body = body.rstrip()
+    if not (body.lstrip().startswith(b"{") and body.endswith(b"}")):
+        raise ValueError("sign: the body must be one JSON object ({...})")
+    inner = body[:-1]
+    comma = b"" if inner.rstrip().endswith(b"{") else b","  # "{}" gets no comma
+    return inner + comma + _SIG_OPEN + _mac(key, topic, body) + b'"}'
+
+
+def _split_signed(payload: bytes) -> tuple[bytes, bytes] | None:
+    """(body without the trailing sig member, the sig's value), or None without one."""
+    end = payload.rstrip()
+    if not end.endswith(b'"}'):
+        return None
+    at = end.rfind(_SIG_OPEN)
+    if at < 0:
+        return None
+    value = end[at + len(_SIG_OPEN) : -2]
+    if b'"' in value:  # a "sig" member, but not the last one
+        return None
+    start = at - 1 if end[at - 1 : at] == b"," else at
+    return end[:start] + b"}", value
+
+
+def open_signed(key: bytes | str | None, topic: str, payload: bytes) -> bytes:
+    """The body of a message without its trailing ``sig`` member, checked when ``key`` is set.
+
+    With a key, raises :class:`SignatureError` unless the message carries our MAC over this
+    topic and the returned body. Without a key a trailing ``sig`` is stripped, not checked.
+    """
+    split = _split_signed(payload)
+    if split is None:
+        if key is None:
+            return payload
+        if b'"sig"' in payload:
+            raise SignatureError("malformed", 'the "sig" member must be the last of the object')
+        raise SignatureError("missing", 'no trailing "sig" member: the message is not signed')
+    body, sig = split
+    if key is None:
+        return body
+    if not _HEX_MAC.fullmatch(sig):
+        raise SignatureError("malformed", '"sig" must be 64 lowercase hex digits')
+    if not hmac.compare_digest(sig, _mac(key, topic, body)):
+        raise SignatureError(
+            "bad", "the MAC does not match this topic and body (another key, or moved/altered)"
+        )
+    return body
+
+
+def check_signing_key(value: str | None, variable: str) -> str | None:
+    """A signing key of at least :data:`MIN_SIGNING_KEY_BYTES`, or None; the error names it."""
+    if value is not None and len(value.encode()) < MIN_SIGNING_KEY_BYTES:
+        raise ValueError(
+            f"{variable}: at least {MIN_SIGNING_KEY_BYTES} bytes, got {len(value.encode())} "
+            "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- receiving
+RefusalReason = Literal[
+    "too_large",
+    "topic",
+    "site",
+    "machine",
+    "empty",
+    "signature_missing",
+    "signature_bad",
+    "signature_malformed",
+    "invalid",
+]
+
+
+class Refused(ValueError):
+    """A message a receiver does not act on; ``reason`` is what it is counted by."""
+
+    def __init__(self, reason: RefusalReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: RefusalReason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class TopicParts:
+    """``<TOPIC_ROOT>/<site>/<kind>/<machine>``, split."""
+
+    site: str
+    kind: Literal["events", "context"]
+    machine: str
+
+
+def parse_topic(topic: str) -> TopicParts | None:
+    """The site, kind and machine of an event or context topic; None for any other topic."""
+    prefix = TOPIC_ROOT + "/"
+    if not topic.startswith(prefix):
+        return None
+    levels = topic[len(prefix) :].split("/")
+    if len(levels) != 3 or not all(levels):
+        return None
+    site, kind, machine = levels
+    if kind == "events":
+        return TopicParts(site, "events", machine)
+    if kind == "context":
+        return TopicParts(site, "context", machine)
+    return None
+
+
+def _first_error(err: ValidationError) -> str:
+    """The first validation error without the input (which may be huge or hostile)."""
+    errors = err.errors(include_url=False, include_input=False)
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "payload"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def _open(
+    topic: str,
+    payload: bytes,
+    *,
+    site: str,
+    key: bytes | str | None,
+    kind: Literal["events", "context"],
+    limit: int,
+) -> tuple[TopicParts, bytes]:
+    if len(payload) > limit:
+        raise Refused("too_large", f"{len(payload)} bytes, more than the {limit} allowed")
+    parts = parse_topic(topic)
+    if parts is None or parts.kind != kind:
+        raise Refused("topic", f"not a {TOPIC_ROOT}/<site>/{kind}/<machine> topic")
+    if parts.site != site:
+        raise Refused("site", f"topic of site {parts.site!r}, this is site {site!r}")
+    if not payload.strip():
+        if kind == "context":
+            raise Refused(
+                "empty",
+                "empty retained message ignored, the context is kept: the MES clears a "
+                "context by publishing one without order",
+            )
+        raise Refused("empty", "empty payload")
+    try:
+        body = open_signed(key, topic, payload)
+    except SignatureError as err:
+        reason: RefusalReason = f"signature_{err.reason}"  # type: ignore[assignment]
+        raise Refused(reason, err.detail) from err
+    return parts, body
+
+
+def _agree(parts: TopicParts, site: str, payload_site: str, payload_machine: str) -> None:
+    if payload_site != site:
+        raise Refused("site", f"payload of site {payload_site!r}, this is site {site!r}")
+    if payload_machine != parts.machine:
+        raise Refused(
+            "machine", f"payload of machine {payload_machine!r} on the topic of {parts.machine!r}"
+        )
+
+
+def receive_event(
+    topic: str, payload: bytes, *, site: str, key: bytes | str | None = None
+) -> StateChanged | PartCompleted | GapReported:
+    """An event from the wire, only if it is small, signed (when ``key``), valid, and its
+    topic, site and machine agree with the payload and with ``site``; else :class:`Refused`."""
+    parts, body = _open(topic, payload, site=site, key=key, kind="events", limit=MAX_EVENT_BYTES)
+    try:
+        event = EVENT_ADAPTER.validate_json(body)
+    except ValidationError as err:
+        raise Refused("invalid", _first_error(err)) from err
+    _agree(parts, site, event.site, event.machine)
+    return event
+
+
+def receive_context(
+    topic: str, payload: bytes, *, site: str, key: bytes | str | None = None
+) -> MachineContext:
+    """A machine context from the wire, under the same conditions as :func:`receive_event`.
+
+    An empty payload is refused (reason ``empty``): the MES clears a context by publishing
+    one without ``order``; an empty retained message can come from anyone.
+    """
+    parts, body = _open(topic, payload, site=site, key=key, kind="context", limit=MAX_CONTEXT_BYTES)
+    try:
+        ctx = MachineContext.model_validate_json(body)
+    except ValidationError as err:
+        raise Refused("invalid", _first_error(err)) from err
+    _agree(parts, site, ctx.site, ctx.machine)
+    return ctx
+
+
+class RefusalLog:
+    """Refused messages counted by reason; logged once per (topic, reason), then summarised.
+
+    Anyone on an open broker can send thousands of bad messages: the log gets the first of
+    each kind per topic, then at most one summary line per ``summary_every_s``; the counts stay
+    exact. :meth:`snapshot` may be called from any thread (an API, a metrics scrape).
+    """
+
+    MAX_KEYS = 1024  # topics remembered for "once": a spray of topics cannot grow memory
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        *,
+        summary_every_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.counts: Counter[str] = Counter()
+        self._log = logger
+        self._what = what
+        self._every = summary_every_s
+        self._clock = clock
+        self._seen: set[tuple[str, str]] = set()
+        self._unlogged: Counter[str] = Counter()
+        self._last_summary = clock()
+        self._lock = threading.Lock()
+
+    @property
+    def total(self) -> int:
+        return sum(self.snapshot().values())
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts by reason, copied under the lock."""
+        with self._lock:
+            return dict(self.counts)
+
+    def refuse(self, topic: str, refusal: Refused) -> None:
+        with self._lock:
+            self.counts[refusal.reason] += 1
+        key = (topic, refusal.reason)
+        if key not in self._seen and len(self._seen) < self.MAX_KEYS:
+            self._seen.add(key)
+            self._log.warning(
+                "%s: refused a message on %s: %s (further ones are counted, summarised "
+                "at most every %g s)",
+                self._what,
+                _printable(topic),
+                _printable(str(refusal)),
+                self._every,
+            )
+            return
+        self._unlogged[refusal.reason] += 1
+        now = self._clock()
+        if now - self._last_summary >= self._every:
+            self._log.warning(
+                "%s: %d more refused messages since the last report (%s)",
+                self._what,
+                sum(self._unlogged.values()),
+                ", ".join(f"{r}: {n}" for r, n in sorted(self._unlogged.items())),
+            )
+            self._unlogged.clear()
+            self._last_summary = now
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """Text a log line can carry: control characters escaped, long text cut."""
+    cut = text[:limit]
+    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    return safe + ("…" if len(text) > limit else "")

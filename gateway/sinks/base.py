@@ -42,6 +42,11 @@ class ContextSource(Protocol):
 
     context: dict[str, dict[str, str]]
 
+    @property
+    def refused(self) -> dict[str, int]:
+        """Contexts refused on arrival (forged, oversized, badly signed), by reason."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class SinkContext:

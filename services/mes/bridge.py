@@ -5,6 +5,12 @@ v5 ``clean_start=False`` with a session expiry) let the broker queue events whil
 down. Messages are acknowledged by hand only after the database commit, so an event is never
 acknowledged and then lost. The connection itself (URL, credentials, TLS, reconnects) is
 :class:`microfactory.mqtt.client.MqttClient`'s.
+
+Anyone who can publish on the broker can send us "events": an event is stored only if it is
+within the size cap, signed when ``mqtt_signing_key`` is set, valid, and its topic, site and
+machine agree with the payload and with our site (:func:`microfactory.contract.receive_event`).
+A refused message is acknowledged (a redelivery would be refused again, forever), not
+stored, counted by reason in :attr:`MqttBridge.refused`, and logged once per topic and reason.
 """
 
 from __future__ import annotations
@@ -12,13 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 
-from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from microfactory import contract
 from microfactory.mes.context import all_contexts
-from microfactory.mes.ingest import ingest_event, parse_event
+from microfactory.mes.ingest import ingest_event
 from microfactory.mes.settings import MesSettings
 from microfactory.mqtt.client import Message, MqttClient, PublishStatus, Reconnect
 
@@ -41,7 +46,9 @@ class MqttBridge:
         self._lock = threading.Lock()
         self.ingested = 0
         self.duplicates = 0
-        self.rejected = 0
+        self.rejected = 0  # stored in the event log as rejected (a gap ending before it starts)
+        self._key = settings.mqtt_signing_key
+        self._refusals = contract.RefusalLog(log, "MES bridge")
         self._client = MqttClient(
             broker,
             name="MES bridge",
@@ -70,11 +77,23 @@ class MqttBridge:
     def status(self) -> str:
         return "connected" if self._client.connected else "disconnected"
 
+    @property
+    def refused(self) -> dict[str, int]:
+        """Messages refused before storage, by reason (``contract.RefusalReason``)."""
+        return self._refusals.snapshot()
+
     # ----------------------------------------------------------------- publishing
     def publish_context(self, context: contract.MachineContext) -> None:
-        """Retained, QoS 1; the client queues it while the broker is away."""
+        """Retained, QoS 1, signed when a key is set; the client queues it while the broker is away.
+
+        Never an empty retained message: a context without ``order`` says "no batch", and the
+        gateway ignores empty ones (anyone on the broker could send them).
+        """
         topic = contract.context_topic(context.site, context.machine)
-        sent = self._client.publish(topic, context.model_dump_json().encode(), qos=1, retain=True)
+        body = context.model_dump_json().encode()
+        if self._key is not None:
+            body = contract.sign(self._key, topic, body)
+        sent = self._client.publish(topic, body, qos=1, retain=True)
         if sent.status is PublishStatus.REFUSED:
             log.warning("context of %s not queued: %s", context.machine, sent.reason)
         else:
@@ -103,11 +122,12 @@ class MqttBridge:
     def _on_message(self, msg: Message) -> None:
         ack = msg.ack or (lambda: None)
         try:
-            event = parse_event(msg.payload)
-        except ValidationError as err:
-            self.rejected += 1
-            log.warning("rejected event on %s: %s", msg.topic, err.errors()[:1])
-            ack()
+            event = contract.receive_event(
+                msg.topic, msg.payload, site=self._settings.site, key=self._key
+            )
+        except contract.Refused as refusal:
+            self._refusals.refuse(msg.topic, refusal)
+            ack()  # refused again on every redelivery: never leave it to the broker
             return
         try:
             with self._lock, self._sessions() as session:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -26,10 +27,19 @@ DbUrl = Annotated[
 
 def _settings(**overrides: object) -> MesSettings:
     """Settings from the environment, with the options given on the command line on top."""
+    from pydantic import ValidationError
+
     from microfactory.mes.settings import MesSettings
 
     values = {k: v for k, v in overrides.items() if v is not None}
-    return MesSettings.model_validate(values)
+    try:
+        return MesSettings.model_validate(values)
+    except ValidationError as err:
+        # each error by field and reason, never pydantic's echo of the value (it may be a secret)
+        for e in err.errors():
+            where = ".".join(str(part) for part in e["loc"]) or "settings"
+            typer.echo(f"MES settings: {where}: {e['msg']}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _logging(level: str) -> None:
@@ -54,6 +64,14 @@ def serve(
         bool, typer.Option("--demo", help="seed the demo data and accept the demo passwords")
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="serve HTTPS: certificate chain, PEM (env MICROFACTORY_MES__TLS_CERT)"),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="serve HTTPS: private key, PEM (env MICROFACTORY_MES__TLS_KEY)"),
+    ] = None,
 ) -> None:
     """Serve the MES API (``/api/v1``, schema at ``/openapi.json``) until Ctrl-C or SIGTERM."""
     from microfactory.mes import db
@@ -64,7 +82,14 @@ def serve(
 
     _logging(log_level)
     settings = _settings(
-        host=host, port=port, db_url=db_url, mqtt_url=mqtt_url, site=site, demo=demo or None
+        host=host,
+        port=port,
+        db_url=db_url,
+        mqtt_url=mqtt_url,
+        site=site,
+        demo=demo or None,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
     async def main() -> None:
@@ -78,7 +103,15 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server = await serve_in_loop(mes, settings.host, settings.port, log_level=log_level)
+        server = await serve_in_loop(
+            mes,
+            settings.host,
+            settings.port,
+            log_level=log_level,
+            tls_cert=settings.tls_cert,
+            tls_key=settings.tls_key,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
+        )
         typer.echo(server.url)
         await stop.wait()
         await server.stop()
@@ -127,7 +160,7 @@ def create_user(
 
     from microfactory.mes import db
     from microfactory.mes.models import Role, User
-    from microfactory.mes.security import MIN_PASSWORD_LENGTH, is_demo_password
+    from microfactory.mes.security import password_problem
     from microfactory.mes.seed import ensure_user
 
     try:
@@ -135,10 +168,9 @@ def create_user(
     except ValueError:
         typer.echo(f"role: expected operator, manager or admin, got {role!r}", err=True)
         raise typer.Exit(2) from None
-    if len(password) < MIN_PASSWORD_LENGTH or is_demo_password(username, password):
-        typer.echo(
-            f"password: at least {MIN_PASSWORD_LENGTH} characters, not a demo password", err=True
-        )
+    problem = password_problem(username, password)
+    if problem is not None:
+        typer.echo(f"password: {problem}", err=True)
         raise typer.Exit(2)
     settings = _settings(db_url=db_url)
     engine = db.make_engine(settings.db_url)
@@ -161,7 +193,6 @@ def schemas(
     check: Annotated[bool, typer.Option(help="exit 1 if the file is out of date")] = False,
 ) -> None:
     """Write the wire contract's JSON Schemas (context, events) into the integrator docs."""
-    from pathlib import Path
 
     from microfactory.mes import wire_docs
 

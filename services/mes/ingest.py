@@ -6,12 +6,11 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from microfactory.contract import GapReported, MachineEvent, PartCompleted, StateChanged
+from microfactory.contract import EVENT_ADAPTER, GapReported, PartCompleted, StateChanged
 from microfactory.mes.errors import Invalid
 from microfactory.mes.models import (
     Downtime,
@@ -27,7 +26,6 @@ from microfactory.mes.timeutil import from_ns
 
 log = logging.getLogger(__name__)
 
-EVENT_ADAPTER: TypeAdapter[StateChanged | PartCompleted | GapReported] = TypeAdapter(MachineEvent)
 DOWN_STATES = frozenset({"fault", "off"})
 MACHINE_REPORTED = "machine_reported"
 MAX_NS = 2**62
@@ -35,6 +33,7 @@ MAX_NS = 2**62
 # than a large machine uses in a month, and sums of such values overflow a report's totals.
 MAX_EVENT_WH = 1e9
 MAX_CYCLE_TIME_S = 1e7
+MAX_STATE_CHARS = 16  # MachineStateRecord.state / previous, Machine.state
 
 
 @dataclass(slots=True)
@@ -73,6 +72,12 @@ def refusal(event: StateChanged | PartCompleted | GapReported) -> tuple[str, str
     """Why an event cannot be applied at all, as (field, reason); None when it can."""
     if isinstance(event, GapReported) and event.start_ns > event.ts_ns:
         return "start_ns", f"the gap starts ({event.start_ns}) after it ends (ts_ns {event.ts_ns})"
+    if isinstance(event, StateChanged):
+        # the wire allows longer text; the MES keeps states in String(16) columns, and a row
+        # that PostgreSQL refuses would be redelivered forever
+        for name, value in (("state", event.state), ("previous", event.previous)):
+            if value is not None and len(value) > MAX_STATE_CHARS:
+                return name, f"{len(value)} characters, the MES keeps at most {MAX_STATE_CHARS}"
     return None
 
 
@@ -94,7 +99,11 @@ def value_problems(event: StateChanged | PartCompleted | GapReported) -> list[tu
 
 
 def parse_event(payload: bytes | str) -> StateChanged | PartCompleted | GapReported:
-    """Validate a wire payload; raises pydantic.ValidationError on anything malformed."""
+    """Validate a payload; raises pydantic.ValidationError on anything malformed.
+
+    Only the payload: what arrives over MQTT goes through ``contract.receive_event``, which
+    also checks its size, its signature and that topic, site and machine agree.
+    """
     return EVENT_ADAPTER.validate_json(payload)
 
 

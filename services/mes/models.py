@@ -105,6 +105,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # in every token's claims; bumped on a password change or a disable, which revokes them all
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Machine(Base):
@@ -365,3 +367,4 @@ class AuditEntry(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     result: Mapped[str] = mapped_column(String(16))
     detail: Mapped[dict[str, Any] | None]
+    address: Mapped[str | None] = mapped_column(String(64))  # client address (IPv6 fits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -41,11 +42,36 @@ class RunningServer:
 
 
 async def serve_in_loop(
-    app: FastAPI, host: str, port: int, *, log_level: str = "warning", timeout_s: float = 30.0
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "warning",
+    timeout_s: float = 30.0,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    forwarded_allow_ips: str | None = None,
 ) -> RunningServer:
-    """Start serving ``app`` on host:port in the running loop; return once it accepts."""
+    """Start serving ``app`` on host:port in the running loop; return once it accepts.
+
+    With ``tls_cert`` and ``tls_key`` (PEM files) it serves HTTPS only: a plain HTTP request
+    on that port gets no answer. ``X-Forwarded-For`` is believed only from
+    ``forwarded_allow_ips`` (a reverse proxy): uvicorn's default trusts 127.0.0.1, which would
+    let any local process pick the address the audit records and the rate limits count.
+    """
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("tls_cert and tls_key: give both (HTTPS) or neither (plain HTTP)")
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        access_log=False,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips or "",
     )
     server = EmbeddedServer(config)
     task = asyncio.create_task(server.serve(), name=f"mes-http:{port}")
@@ -59,4 +85,5 @@ async def serve_in_loop(
             server.should_exit = True
             raise TimeoutError(f"MES server on {host}:{port} did not start in {timeout_s:g} s")
         await asyncio.sleep(0.02)
-    return RunningServer(server, task, f"http://{host}:{port}")
+    scheme = "https" if tls_cert is not None else "http"
+    return RunningServer(server, task, f"{scheme}://{host}:{port}")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from microfactory.contract import check_signing_key, mes_client_id
 from microfactory.mqtt.settings import (
     MqttSettings,
     TlsSettings,
@@ -18,6 +18,7 @@ from microfactory.mqtt.settings import (
 )
 
 DEFAULT_DB_PATH = Path("data") / "mes.sqlite"
+MIN_SECRET_KEY_BYTES = 32
 
 
 class ShiftSpec(BaseModel):
@@ -66,11 +67,49 @@ class MesSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=1, le=65535)
     demo: bool = Field(default=False, description="accept the documented demo passwords")
-    secret_key: str = Field(
-        default_factory=lambda: secrets.token_urlsafe(32),
-        description="HMAC key for bearer tokens; random per process unless set",
+    secret_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="HMAC key for bearer tokens, at least 32 bytes; unset = generated once and "
+        "kept in `<state_dir>/secret_key`",
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="where the MES keeps its generated secret key; default: the folder of the "
+        "SQLite database, else ./data",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="larger request bodies are refused with 413"
+    )
+    tls_cert: Path | None = Field(default=None, description="HTTPS: certificate chain (PEM)")
+    tls_key: Path | None = Field(default=None, description="HTTPS: private key (PEM)")
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="addresses of the reverse proxy whose X-Forwarded-For gives the client "
+        "address (audit, rate limits), comma-separated; unset: no header is believed",
     )
     token_ttl_s: int = Field(default=12 * 3600, ge=60)
+    auth_failures_per_user: int = Field(
+        default=5, ge=1, description="failed logins per user name from one address, then 429"
+    )
+    auth_failures_per_user_total: int = Field(
+        default=50, ge=1, description="failed logins per user name from all addresses, then 429"
+    )
+    auth_failures_per_address: int = Field(
+        default=20, ge=1, description="failed logins per client address and window, then 429"
+    )
+    auth_failure_window_s: float = Field(
+        default=60.0, gt=0, le=86400, description="window of the two login-failure limits"
+    )
+    auth_concurrent_verifications: int = Field(
+        default=2, ge=1, le=64, description="scrypt runs at once (16 MiB each); others wait"
+    )
+    audit_retention_days: int = Field(
+        default=365, ge=1, description="audit rows older than this are deleted"
+    )
+    audit_max_rows: int = Field(
+        default=1_000_000, ge=100, description="audit capacity: warning at 80 %, oldest dropped"
+    )
     co2e_g_per_kwh: float = Field(default=380.0, ge=0)
     timezone: str = "UTC"
     shifts: list[ShiftSpec] = Field(default_factory=_default_shifts)
@@ -79,6 +118,35 @@ class MesSettings(BaseSettings):
         default="3.1.1", description="MQTT version of the bridge's persistent session"
     )
     mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, description="MQTT 5 only")
+    mqtt_signing_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="for a broker without ACLs: HMAC key shared with the gateways "
+        "(`mes_link.signing_key`), at least 32 bytes; set = contexts published signed, "
+        "unsigned or badly signed events refused",
+    )
+
+    @field_validator("mqtt_signing_key")
+    @classmethod
+    def _long_signing_key(cls, v: str | None) -> str | None:
+        return check_signing_key(v, "MICROFACTORY_MES__MQTT_SIGNING_KEY")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret_key(cls, v: str | None) -> str | None:
+        # a short (or empty) key lets anyone forge admin tokens offline: refuse to start
+        if v is not None and len(v.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ValueError(
+                f"MICROFACTORY_MES__SECRET_KEY: at least {MIN_SECRET_KEY_BYTES} bytes, got "
+                f"{len(v.encode())}; unset it to have one generated in the state directory"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MesSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: give both (HTTPS) or neither (plain HTTP)")
+        return self
 
     @field_validator("mqtt_url")
     @classmethod
@@ -123,4 +191,4 @@ class MesSettings(BaseSettings):
     @property
     def client_id(self) -> str:
         """A fixed client id so the broker keeps our session (and queued events) across restarts."""
-        return self.mqtt_client_id or f"microfactory-mes-{self.site}"
+        return self.mqtt_client_id or mes_client_id(self.site)

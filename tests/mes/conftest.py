@@ -56,12 +56,16 @@ MakeClient = Callable[..., TestClient]
 
 
 @pytest.fixture
-def make_client() -> Iterator[MakeClient]:
-    """Build a seeded MES app on a database URL and return a client (closed after the test)."""
+def make_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeClient]:
+    """Build a seeded MES app on a database URL and return a client (closed after the test).
+
+    Its state directory (the generated token key) is a temporary one: with PostgreSQL it would
+    otherwise be ./data of the checkout."""
     clients: list[TestClient] = []
 
     def make(url: str, **settings: object) -> TestClient:
         values: dict[str, object] = {"db_url": url, "demo": True, "site": "demo"}
+        values["state_dir"] = tmp_path_factory.mktemp("mes-state")
         values.update(settings)
         app = create_app(MesSettings.model_validate(values))
         with db.session_scope(app.state.runtime.sessions) as session:

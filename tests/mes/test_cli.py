@@ -38,7 +38,13 @@ def test_seed_is_idempotent_and_create_user_refuses_weak_passwords(tmp_path: Pat
         ["mes", "create-user", "bob", "--role", "manager", "--db-url", url],
         input="admin\nadmin\n",
     )
-    assert weak.exit_code == 2 and "not a demo password" in weak.output
+    assert weak.exit_code == 2 and "at least 10 characters" in weak.output
+    common = runner.invoke(
+        app,
+        ["mes", "create-user", "bob", "--role", "manager", "--db-url", url],
+        input="password123\npassword123\n",
+    )
+    assert common.exit_code == 2 and "list of known passwords" in common.output
     ok = runner.invoke(
         app,
         ["mes", "create-user", "bob", "--role", "manager", "--db-url", url],

@@ -9,6 +9,12 @@ neither loses a part nor counts one twice (and the event ids make any replay har
 
 The same connection subscribes to the retained MachineContext topics and keeps
 :attr:`MesLink.context` current; the pipeline tags every sample of a machine with it.
+Anyone on an open broker can publish there, so a context counts only if it is within the size
+cap, signed when ``signing_key`` is set, valid (bounded fields, no control characters), and
+its topic, site and machine agree with the payload and with our site
+(:func:`microfactory.contract.receive_context`). Anything else, an empty retained message
+included, leaves the last good context in place, is counted in :attr:`MesLink.refused` and
+logged once per topic and reason.
 """
 
 from __future__ import annotations
@@ -20,8 +26,6 @@ import os
 import threading
 import time
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from microfactory import contract
 from microfactory.mqtt.client import (
@@ -60,6 +64,8 @@ class MesLink:
         self.context: dict[str, dict[str, str]] = {}
         self.published = 0
         self.contexts_received = 0
+        self._key = self.settings.signing_key
+        self._refusals = contract.RefusalLog(log, "MES link")
         self._subscribed = threading.Event()
         self._client: MqttClient | None = None
 
@@ -120,7 +126,10 @@ class MesLink:
             sent = []
             for ev in events:
                 topic = contract.event_topic(ev.site, ev.machine)
-                delivery = client.publish(topic, ev.model_dump_json().encode(), qos=1)
+                body = ev.model_dump_json().encode()
+                if self._key is not None:
+                    body = contract.sign(self._key, topic, body)
+                delivery = client.publish(topic, body, qos=1)
                 if delivery.status is not PublishStatus.SENT:
                     raise SinkError(
                         f"MES link: publish refused ({delivery.reason})", retryable=True
@@ -148,6 +157,11 @@ class MesLink:
                     f"MES link: broker did not acknowledge events within {timeout_s:g} s",
                     retryable=True,
                 )
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """Contexts refused (and the last good one kept), by reason (``contract.RefusalReason``)."""
+        return self._refusals.snapshot()
 
     def describe(self, sample: Sample) -> str:
         return f"{sample.machine} {sample.signal}={sample.value!r} @ {sample.ts_ns}"
@@ -182,14 +196,10 @@ class MesLink:
         self._subscribed.set()
 
     def _on_message(self, msg: Message) -> None:
-        machine = msg.topic.rsplit("/", 1)[-1]
-        if not msg.payload:
-            self.context.pop(machine, None)
-            return
         try:
-            ctx = contract.MachineContext.model_validate_json(msg.payload)
-        except ValidationError as err:
-            log.warning("MES link: bad context on %s: %s", msg.topic, err.errors()[:1])
+            ctx = contract.receive_context(msg.topic, msg.payload, site=self._site, key=self._key)
+        except contract.Refused as refusal:
+            self._refusals.refuse(msg.topic, refusal)
             return
         self.contexts_received += 1
         tags = {k: v for k in contract.CONTEXT_TAGS if (v := getattr(ctx, k))}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import (
     HTTPAuthorizationCredentials,
     HTTPBasic,
@@ -18,10 +19,12 @@ from fastapi.security import (
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from microfactory.mes.audit import AuditTrail
 from microfactory.mes.context import ContextPublisher, machine_context
 from microfactory.mes.errors import AuthError, Forbidden
+from microfactory.mes.login_guard import Busy, LoginGuard
 from microfactory.mes.models import ConfigEntry, Role, User
-from microfactory.mes.security import has_role, is_demo_password, read_token, verify_password
+from microfactory.mes.security import has_role, is_demo_password, read_token
 from microfactory.mes.settings import MesSettings
 
 
@@ -34,6 +37,17 @@ class Runtime:
     sessions: sessionmaker[Session]
     publisher: ContextPublisher
     mqtt_status: Callable[[], str]
+    secret_key: str  # of the bearer tokens: settings', or the state directory's
+    login_guard: LoginGuard = field(init=False)
+    audit: AuditTrail = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.login_guard = LoginGuard.from_settings(self.settings)
+        self.audit = AuditTrail(
+            self.sessions,
+            retention_days=self.settings.audit_retention_days,
+            max_rows=self.settings.audit_max_rows,
+        )
 
     def publish_contexts(self, machine_ids: set[str]) -> None:
         """Publish after commit so the wire never shows a context the database rolled back."""
@@ -46,7 +60,7 @@ class Runtime:
                 )
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:  # async: no threadpool hop per request
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -54,13 +68,23 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
+    """A session per request. Async: creating one does no I/O, and one never used (a refused
+    login) is closed on the loop; one that ran a query is closed in a worker thread. Two
+    threadpool hops fewer per request, which counts when forty refused logins arrive at once."""
     session = runtime.sessions()
     try:
         yield session
     finally:
-        session.rollback()
-        session.close()
+        if session.in_transaction():
+            await run_in_threadpool(_end, session)
+        else:
+            session.close()
+
+
+def _end(session: Session) -> None:
+    session.rollback()
+    session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -69,49 +93,172 @@ _bearer = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth
 _basic = HTTPBasic(auto_error=False, description="username and password on every request")
 
 
-def authenticate(session: Session, settings: MesSettings, username: str, password: str) -> User:
-    user = session.scalars(select(User).where(User.username == username)).first()
-    if user is None or not user.active or not verify_password(password, user.password_hash):
-        raise AuthError("wrong username or password")
-    if not settings.demo and is_demo_password(username, password):
-        raise Forbidden(
-            "this is a documented demo password, refused outside demo mode; "
-            "an admin must set a real password"
+USERNAME_CHARS = 64  # what the audit trail keeps of an attempted user name
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (behind a reverse proxy on 127.0.0.1: the forwarded one, which
+    uvicorn resolves from X-Forwarded-For for trusted proxies only)."""
+    return request.client.host if request.client else "?"
+
+
+def _refuse(request: Request, username: str, reason: str, error: Exception) -> Exception:
+    """Note an authentication failure for the audit trail; return the error to raise."""
+    request.state.auth_failure = {"username": username[:USERNAME_CHARS], "reason": reason}
+    return error
+
+
+def _too_many(runtime: Runtime, request: Request, username: str, wait_s: float) -> Exception:
+    runtime.login_guard.rate_limited += 1
+    retry = max(1, int(wait_s + 0.999))
+    return _refuse(
+        request,
+        username,
+        "rate limited",
+        HTTPException(
+            429,
+            f"too many failed logins; try again in {retry} s",
+            headers={"Retry-After": str(retry)},
+        ),
+    )
+
+
+def _find_user(session: Session, username: str) -> User | None:
+    return session.scalars(select(User).where(User.username == username)).first()
+
+
+@dataclass(frozen=True)
+class _Account:
+    id: int
+    password_hash: str
+    active: bool
+
+
+def _account(runtime: Runtime, username: str) -> _Account | None:
+    """The login facts of a user, from a session closed at once: a request waiting for a
+    scrypt slot must not hold a pooled connection (twenty of them did, and ``/health`` waited
+    for the pool)."""
+    with runtime.sessions() as session:
+        user = _find_user(session, username)
+        return None if user is None else _Account(user.id, user.password_hash, user.active)
+
+
+async def authenticate(
+    request: Request, session: Session, runtime: Runtime, username: str, password: str
+) -> User:
+    """Check a user name and password without letting a flood of guesses hurt the MES.
+
+    The limits come first (no database, no scrypt) and the attempt is counted before the
+    check, so concurrent guesses cannot all slip through before the first failure is known.
+    Then the cache of verified credentials (a Basic-auth client pays scrypt once per few
+    minutes), and only then scrypt, at most a few at once. Unknown user names cost a scrypt
+    too, so the answer does not tell them apart. The cache is not a way around the limits:
+    a limited client could otherwise test guesses against it for free.
+    """
+    guard = runtime.login_guard
+    address = client_address(request)
+    wait = guard.throttle.retry_after(username, address)
+    if wait:
+        raise _too_many(runtime, request, username, wait)
+    attempt = guard.throttle.begin(username, address)
+    account = await run_in_threadpool(_account, runtime, username)
+    stored = account.password_hash if account is not None else guard.dummy_hash
+    verified = guard.cache.hit(username, password, stored)
+    if not verified:
+        try:
+            verified = await guard.verifier.verify(password, stored)
+        except Busy:
+            attempt.cancelled()
+            guard.busy += 1
+            raise _refuse(
+                request,
+                username,
+                "busy",
+                HTTPException(503, "too many logins at once; try again", {"Retry-After": "1"}),
+            ) from None
+        if verified and account is not None:
+            guard.cache.add(username, password, stored)
+    user = None
+    if verified and account is not None and account.active:
+        user = await run_in_threadpool(session.get, User, account.id)
+    if user is None or not user.active or user.password_hash != stored:
+        guard.failures += 1
+        reason = (
+            "unknown user"
+            if account is None
+            else "disabled"
+            if not account.active
+            else "password"
+            if not verified
+            else "changed meanwhile"
+        )
+        raise _refuse(request, username, reason, AuthError("wrong username or password"))
+    attempt.succeeded()
+    if not runtime.settings.demo and is_demo_password(username, password):
+        raise _refuse(
+            request,
+            username,
+            "demo password",
+            Forbidden(
+                "this is a documented demo password, refused outside demo mode; "
+                "an admin must set a real password"
+            ),
         )
     return user
 
 
-def _user_from_header(request: Request, session: Session, runtime: Runtime) -> User:
+async def _user_from_header(request: Request, session: Session, runtime: Runtime) -> User:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value:
-        username = read_token(runtime.settings.secret_key, value.strip())
-        if username is None:
-            raise AuthError("invalid or expired token")
-        user = session.scalars(select(User).where(User.username == username)).first()
+        claims = read_token(runtime.secret_key, value.strip())
+        if claims is None:
+            raise _refuse(request, "", "bad token", AuthError("invalid or expired token"))
+        user = await run_in_threadpool(_find_user, session, claims.username)
         if user is None or not user.active:
-            raise AuthError("user of this token no longer exists or is disabled")
+            raise _refuse(
+                request,
+                claims.username,
+                "token of a missing or disabled user",
+                AuthError("user of this token no longer exists or is disabled"),
+            )
+        if claims.version != user.token_version:
+            raise _refuse(
+                request,
+                claims.username,
+                "revoked token",
+                AuthError("token revoked (password changed or user disabled); log in again"),
+            )
         return user
     if scheme.lower() == "basic" and value:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError) as err:
-            raise AuthError("malformed basic credentials") from err
+            raise _refuse(
+                request, "", "malformed basic", AuthError("malformed basic credentials")
+            ) from err
         username, sep, password = decoded.partition(":")
         if not sep:
-            raise AuthError("malformed basic credentials")
-        return authenticate(session, runtime.settings, username, password)
-    raise AuthError("authentication required: HTTP Basic or a bearer token")
+            raise _refuse(
+                request, username, "malformed basic", AuthError("malformed basic credentials")
+            )
+        return await authenticate(request, session, runtime, username, password)
+    raise _refuse(
+        request,
+        "",
+        "no credentials",
+        AuthError("authentication required: HTTP Basic or a bearer token"),
+    )
 
 
-def current_user(
+async def current_user(
     request: Request,
     session: SessionDep,
     runtime: RuntimeDep,
     _bearer_doc: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
     _basic_doc: Annotated[HTTPBasicCredentials | None, Depends(_basic)] = None,
 ) -> User:
-    user = _user_from_header(request, session, runtime)
+    user = await _user_from_header(request, session, runtime)
     request.state.user = user.username
     return user
 

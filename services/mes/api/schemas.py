@@ -13,7 +13,14 @@ MAX_INT = 2**31 - 1
 Code = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
 ]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+# A machine id is a topic level on the wire (microfactory.contract): no '/', '+' or '#'
+MachineId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
+# Names travel in the machine context and into InfluxDB tags: no control characters
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")
+]
 Text = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
 Qty = Annotated[int, Field(ge=1, le=1_000_000)]
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
@@ -88,7 +95,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "invalid transition or clash with the current state "
         "(`current_state`, `action` or `field`)",
     },
+    413: {"model": Problem, "description": "request body larger than `max_body_bytes`"},
     422: {"model": ValidationProblem, "description": "invalid value (`detail[].loc` or `field`)"},
+    429: {"model": Problem, "description": "too many failed logins: wait `Retry-After` seconds"},
 }
 
 
@@ -130,7 +139,7 @@ class UserPublic(Out):
 
 # --------------------------------------------------------------------------- machines
 class MachineCreate(In):
-    id: Code
+    id: MachineId
     kind: Code
     name: Name | None = None
     nominal_power_w: PosFloat | None = None
@@ -434,6 +443,7 @@ class AuditPublic(Out):
     status_code: int
     result: str
     detail: dict[str, Any] | None
+    address: str | None = Field(default=None, description="client address of the request")
 
 
 class ConfigPublic(BaseModel):

@@ -167,6 +167,11 @@ class PageErrors(list[str]):
     """JavaScript errors a page raised; a test ends by asserting there were none."""
 
 
+def _csp_violation(msg: Any, errors: PageErrors) -> None:
+    if "Content Security Policy" in msg.text:
+        errors.append(f"CSP: {msg.text}")
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -191,6 +196,9 @@ def open_page(
         page.set_default_timeout(10_000)
         errors = PageErrors()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # the MES's Content-Security-Policy: anything it refuses (an inline script, a style="…"
+        # attribute) is reported on the console, and counts as an error of the page
+        page.on("console", lambda msg: _csp_violation(msg, errors))
         return page, errors
 
     yield make

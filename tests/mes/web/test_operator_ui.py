@@ -69,7 +69,9 @@ def test_login_in_words_and_live_tiles(shop: Shop, open_page: Any, artifacts: Pa
     grid = page.locator("#tiles")
     first = int(grid.get_attribute("data-updates") or 0)
     page.wait_for_function(
-        f"Number(document.querySelector('#tiles').dataset.updates) > {first + 1}", timeout=15_000
+        # a function, not an expression: Playwright evals an expression, which the CSP refuses
+        f"() => Number(document.querySelector('#tiles').dataset.updates) > {first + 1}",
+        timeout=15_000,
     )
     for m in shop.api.get("/machines").json()["items"]:
         if m["state"]:
@@ -183,7 +185,8 @@ def test_operator_records_scrap_downtime_and_material(
     submit_dialog(page)
     assert message(page, "1 scrap recorded on SO-1001-01 (surface)").count() == 1
     page.wait_for_function(
-        f"""Number(document.querySelector("section.tile[data-machine='laser-1'] [data-field=scrap]")
+        f"""() => Number(document.querySelector(
+            "section.tile[data-machine='laser-1'] [data-field=scrap]")
             .textContent) >= {scrap_before + 1}""",
         timeout=3000,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,12 +43,7 @@ from microfactory.mes.api.schemas import (
 from microfactory.mes.errors import Conflict, Invalid, MesError, NotFound
 from microfactory.mes.ingest import ingest_event
 from microfactory.mes.models import AuditEntry, ConfigEntry, EventRecord, Gap, Role, User
-from microfactory.mes.security import (
-    MIN_PASSWORD_LENGTH,
-    hash_password,
-    is_demo_password,
-    issue_token,
-)
+from microfactory.mes.security import hash_password, issue_token, password_problem
 
 router = APIRouter()
 
@@ -78,16 +74,20 @@ def health(runtime: RuntimeDep, session: SessionDep) -> Health:
 
 
 @router.post("/auth/token", response_model=TokenResponse, tags=["auth"])
-def token(
+async def token(
     body: TokenRequest, request: Request, runtime: RuntimeDep, session: SessionDep
 ) -> TokenResponse:
-    """Trade a username and password for a bearer token (stateless, HMAC-signed)."""
-    user = authenticate(session, runtime.settings, body.username, body.password)
+    """Trade a username and password for a bearer token (HMAC-signed, carrying the user's
+    token version: a password change or a disable revokes it). Failed logins are limited per
+    user name and per client address (429 with Retry-After)."""
+    user = await authenticate(request, session, runtime, body.username, body.password)
     request.state.user = user.username
     audit_note(request, "user", user.username, login="ok")
     ttl = runtime.settings.token_ttl_s
     return TokenResponse(
-        access_token=issue_token(runtime.settings.secret_key, user.username, ttl),
+        access_token=issue_token(
+            runtime.secret_key, user.username, ttl, version=user.token_version
+        ),
         expires_in=ttl,
         role=Role(user.role),
     )
@@ -99,12 +99,13 @@ def me(user: CurrentUser) -> User:
 
 
 def _check_password(runtime: RuntimeDep, username: str, password: str) -> None:
+    """The password policy (security.password_problem); demo mode, whose users are
+    operator/operator and the like by design, skips it."""
     if runtime.settings.demo:
         return
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise Invalid("password", f"at least {MIN_PASSWORD_LENGTH} characters")
-    if is_demo_password(username, password):
-        raise Invalid("password", "a demo or username-equal password is refused")
+    problem = password_problem(username, password)
+    if problem is not None:
+        raise Invalid("password", problem)
 
 
 @router.get("/users", response_model=Page[UserPublic], tags=["users"])
@@ -171,7 +172,12 @@ def update_user(
         user.full_name = body.full_name
     if body.active is not None:
         user.active = body.active
+    if body.password is not None or body.active is False:
+        # every token issued so far dies; a role change needs no bump: the role is read
+        # from the database on each request, so a demotion takes effect at once anyway
+        user.token_version += 1
     session.commit()
+    runtime.login_guard.cache.forget(user.username)
     changed = body.model_dump(exclude_unset=True, exclude={"password"})
     audit_note(request, "user", user.id, password_changed=body.password is not None, **changed)
     return user
@@ -180,19 +186,78 @@ def update_user(
 @router.get("/audit", response_model=Page[AuditPublic], tags=["system"])
 def audit(
     _: Manager,
+    runtime: RuntimeDep,
     session: SessionDep,
     username: Annotated[str | None, Query(max_length=64)] = None,
     entity: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[AuditPublic]:
-    """The audit trail, newest first: who changed what, when, and whether it was accepted."""
+    """The audit trail, newest first: who changed what, from where, when, and whether it was
+    accepted; authentication failures have ``entity`` = ``auth``."""
+    runtime.audit.drain()  # refusals are written by a thread of their own: include them all
     query = select(AuditEntry).order_by(AuditEntry.id.desc())
     if username:
         query = query.where(AuditEntry.username == username)
     if entity:
         query = query.where(AuditEntry.entity == entity)
     return paginate(session, query, limit, offset, AuditPublic)
+
+
+@router.get("/metrics", response_class=PlainTextResponse, tags=["system"])
+def metrics(runtime: RuntimeDep) -> str:
+    """Prometheus text: audit store fill (warning at 80 %) and login-guard counters.
+
+    Figures only, no user names or addresses, so like ``/health`` it needs no login (a
+    scraper has none). Read from memory: a scrape costs no database query.
+    """
+    guard = runtime.login_guard
+    lines: list[str] = []
+
+    def put(name: str, kind: str, help_text: str, value: float) -> None:
+        lines.extend((f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value:g}"))
+
+    audit = runtime.audit.metrics()
+    put("microfactory_mes_audit_rows", "gauge", "rows in the audit store", audit["rows"])
+    put("microfactory_mes_audit_max_rows", "gauge", "audit capacity", audit["max_rows"])
+    put("microfactory_mes_audit_fill_ratio", "gauge", "rows / capacity", audit["fill_ratio"])
+    put(
+        "microfactory_mes_audit_capacity_warning",
+        "gauge",
+        "1 when the audit store is at 80 % of its capacity or more",
+        audit["capacity_warning"],
+    )
+    for key, help_text in (
+        ("written_total", "audit rows written"),
+        ("suppressed_total", "unauthenticated refusals counted in flood summary rows"),
+        ("dropped_total", "oldest audit rows deleted because the store was full"),
+        ("expired_total", "audit rows deleted by retention"),
+        ("write_errors_total", "audit rows that could not be written"),
+    ):
+        put(f"microfactory_mes_audit_{key}", "counter", help_text, audit[key])
+    put("microfactory_mes_auth_failures_total", "counter", "wrong passwords", guard.failures)
+    put(
+        "microfactory_mes_auth_rate_limited_total",
+        "counter",
+        "logins refused with 429",
+        guard.rate_limited,
+    )
+    put("microfactory_mes_auth_busy_total", "counter", "logins refused with 503", guard.busy)
+    put(
+        "microfactory_mes_auth_verifications_peak",
+        "gauge",
+        "most password checks (scrypt) seen running at once",
+        guard.verifier.peak,
+    )
+    refused = getattr(runtime.publisher, "refused", None)  # the MQTT bridge, when there is one
+    if isinstance(refused, dict):
+        name = "microfactory_mes_mqtt_refused_total"
+        lines += [
+            f"# HELP {name} machine events refused on arrival (forged, oversized, badly signed)",
+            f"# TYPE {name} counter",
+        ]
+        lines += [f'{name}{{reason="{reason}"}} {n}' for reason, n in sorted(refused.items())]
+    return "\n".join(lines) + "\n"
 
 
 def _config(runtime: RuntimeDep, session: SessionDep) -> ConfigPublic:
