@@ -107,9 +107,7 @@ class Verifier:
     def __init__(self, concurrency: int, wait_s: float = WAIT_S) -> None:
         self.concurrency = concurrency
         self.wait_s = wait_s
-        self._pool = ThreadPoolExecutor(
-            concurrency, thread_name_prefix="mes-scrypt", initializer=_lower_priority
-        )
+        self._pool: ThreadPoolExecutor | None = None  # made at first use, again after close()
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.running = 0
@@ -131,13 +129,25 @@ class Verifier:
         self.peak = max(self.peak, self.running)
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, verify_password, password, stored_hash)
+            return await loop.run_in_executor(
+                self._executor(), verify_password, password, stored_hash
+            )
         finally:
             self.running -= 1
             slots.release()
 
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.concurrency, thread_name_prefix="mes-scrypt", initializer=_lower_priority
+            )
+        return self._pool
+
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """End the scrypt threads; an app served again (another lifespan) makes new ones."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass

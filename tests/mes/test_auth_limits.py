@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from microfactory.mes import db
-from microfactory.mes.login_guard import VerifiedCredentials
+from microfactory.mes.login_guard import VerifiedCredentials, Verifier
 from microfactory.mes.models import AuditEntry, Role
 from microfactory.mes.ratelimit import FailureWindow, LoginThrottle
 from microfactory.mes.security import (
@@ -441,3 +441,15 @@ def test_a_flood_of_wrong_passwords_is_refused_cheaply(mes_process: MesProcess) 
     assert "127.0.0.2" in summary.detail["by_address"]  # lea's revoked token, from .2
     # the ten most tried user names by count, and how many distinct ones were tried
     assert summary.detail["by_username"]["root"] >= 80 and summary.detail["usernames"] > 50
+
+
+async def test_the_verifier_serves_again_after_a_lifespan_closed_it() -> None:
+    """An app may be served twice (a second TestClient, a restart in-process): the scrypt
+    threads the first shutdown ended are made again, not a RuntimeError on the next login."""
+    verifier = Verifier(1)
+    stored = hash_password("correct horse battery")
+    assert await verifier.verify("correct horse battery", stored)
+    verifier.close()
+    assert await verifier.verify("correct horse battery", stored)
+    assert not await verifier.verify("wrong horse battery", stored)
+    verifier.close()
