@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
@@ -392,15 +392,31 @@ def _first_error(err: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def _open(
+class _Addressed(Protocol):
+    """What the receive checks compare with the topic (read-only: the payloads are frozen)."""
+
+    @property
+    def site(self) -> str: ...
+
+    @property
+    def machine(self) -> str: ...
+
+
+_T = TypeVar("_T", bound=_Addressed)
+
+
+def _receive(
     topic: str,
     payload: bytes,
+    parse: Callable[[bytes], _T],
     *,
     site: str,
     key: bytes | str | None,
     kind: Literal["events", "context"],
     limit: int,
-) -> tuple[TopicParts, bytes]:
+) -> _T:
+    """The checks every received message passes, in order: size, topic, site, not empty,
+    signature, validation, then the payload's site and machine against the topic."""
     if len(payload) > limit:
         raise Refused("too_large", f"{len(payload)} bytes, more than the {limit} allowed")
     parts = parse_topic(topic)
@@ -421,16 +437,17 @@ def _open(
     except SignatureError as err:
         reason: RefusalReason = f"signature_{err.reason}"  # type: ignore[assignment]
         raise Refused(reason, err.detail) from err
-    return parts, body
-
-
-def _agree(parts: TopicParts, site: str, payload_site: str, payload_machine: str) -> None:
-    if payload_site != site:
-        raise Refused("site", f"payload of site {payload_site!r}, this is site {site!r}")
-    if payload_machine != parts.machine:
+    try:
+        message = parse(body)
+    except ValidationError as err:
+        raise Refused("invalid", _first_error(err)) from err
+    if message.site != site:
+        raise Refused("site", f"payload of site {message.site!r}, this is site {site!r}")
+    if message.machine != parts.machine:
         raise Refused(
-            "machine", f"payload of machine {payload_machine!r} on the topic of {parts.machine!r}"
+            "machine", f"payload of machine {message.machine!r} on the topic of {parts.machine!r}"
         )
+    return message
 
 
 def receive_event(
@@ -438,13 +455,15 @@ def receive_event(
 ) -> StateChanged | PartCompleted | GapReported:
     """An event from the wire, only if it is small, signed (when ``key``), valid, and its
     topic, site and machine agree with the payload and with ``site``; else :class:`Refused`."""
-    parts, body = _open(topic, payload, site=site, key=key, kind="events", limit=MAX_EVENT_BYTES)
-    try:
-        event = EVENT_ADAPTER.validate_json(body)
-    except ValidationError as err:
-        raise Refused("invalid", _first_error(err)) from err
-    _agree(parts, site, event.site, event.machine)
-    return event
+    return _receive(
+        topic,
+        payload,
+        EVENT_ADAPTER.validate_json,
+        site=site,
+        key=key,
+        kind="events",
+        limit=MAX_EVENT_BYTES,
+    )
 
 
 def receive_context(
@@ -455,13 +474,15 @@ def receive_context(
     An empty payload is refused (reason ``empty``): the MES clears a context by publishing
     one without ``order``; an empty retained message can come from anyone.
     """
-    parts, body = _open(topic, payload, site=site, key=key, kind="context", limit=MAX_CONTEXT_BYTES)
-    try:
-        ctx = MachineContext.model_validate_json(body)
-    except ValidationError as err:
-        raise Refused("invalid", _first_error(err)) from err
-    _agree(parts, site, ctx.site, ctx.machine)
-    return ctx
+    return _receive(
+        topic,
+        payload,
+        MachineContext.model_validate_json,
+        site=site,
+        key=key,
+        kind="context",
+        limit=MAX_CONTEXT_BYTES,
+    )
 
 
 class RefusalLog:

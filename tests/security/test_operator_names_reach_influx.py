@@ -10,11 +10,9 @@ into a real InfluxDB and read back.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +29,7 @@ from microfactory.mes.seed import seed_demo
 from microfactory.mes.server import serve_in_loop
 from microfactory.mes.settings import MesSettings
 from tests.helpers.servers import InfluxDB1, Mosquitto
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +39,6 @@ OPERATION = 'Ébavurage "fin" d\'équerre 🔩 C:\\outils\\'
 # what InfluxDB can hold of it: a trailing backslash would escape the delimiter after it, so it
 # is stored as U+FF3C (docs/wire-contract.md, "Characters in names and text")
 STORED = 'Ébavurage "fin" d\'équerre 🔩 C:\\outils\uff3c'
-
-
-async def _until(check: Any, what: str, timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return result
 
 
 async def _start_run(api: httpx.AsyncClient) -> None:
@@ -107,10 +97,12 @@ async def test_an_operation_name_with_a_trailing_backslash_quotes_and_emoji_reac
         await link.open()
         async with httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=10) as api:
             await _start_run(api)
-        tags = await _until(
-            lambda: (ctx := link.context.get("mill-1")) and ctx.get("order") == "SO-9001" and ctx,
+        await wait_for(
+            lambda: link.context.get("mill-1", {}).get("order") == "SO-9001",
+            15,
             "the run's context at the gateway",
         )
+        tags = link.context["mill-1"]
         assert tags["operation"] == f"10:{OPERATION}" and tags["product"] == "EQ-90"
         assert link.refused == {}
         await sink.open()

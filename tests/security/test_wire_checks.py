@@ -35,6 +35,7 @@ from microfactory.mes.seed import seed_demo, start_demo_batches
 from microfactory.mes.server import serve_in_loop
 from microfactory.mes.settings import MesSettings
 from tests.helpers.servers import Mosquitto
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -124,14 +125,6 @@ def _retained(url: str, topic: str) -> bytes:
     return got[0]
 
 
-async def _until(check: Any, what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def _counts(mes: DemoMes) -> dict[str, int]:
     """What forged events would change: parts (and their energy), states, downtimes, gaps."""
     with mes.runtime.sessions() as session:
@@ -182,7 +175,7 @@ async def _chain(url: str, tmp: Path, key: str | None) -> tuple[DemoMes, MesLink
     await link.open()
     # the MES subscribes to the events before it publishes the contexts: once the link has
     # the context, forged events reach the bridge
-    await _until(lambda: link.context.get("mill-1") == DEMO_MILL, "the demo batch's context")
+    await wait_for(lambda: link.context.get("mill-1") == DEMO_MILL, 15, "the demo batch's context")
     return mes, link
 
 
@@ -207,7 +200,7 @@ async def test_forged_events_on_an_open_broker_change_nothing(
             ],
         )
         expected = {"machine": 2, "site": 1, "too_large": 1, "invalid": 1}
-        await _until(lambda: bridge.refused == expected, f"refusals {expected}")
+        await wait_for(lambda: bridge.refused == expected, 15, f"refusals {expected}")
         assert _counts(mes) == before  # no part, no energy, no state, no downtime, no log row
         assert bridge.ingested == 0
         async with httpx.AsyncClient() as http:  # and a scraper sees them, by reason
@@ -218,7 +211,7 @@ async def test_forged_events_on_an_open_broker_change_nothing(
         t0 = time.time_ns() - 3600 * S
         # (the first part after a start has no energy of its own: no earlier counter reading)
         await link.write(_cycle(t0, 0, 100.0) + _cycle(t0, 1, 180.0) + _cycle(t0, 2, 265.0))
-        await _until(lambda: bridge.ingested >= 2, "the gateway's parts")
+        await wait_for(lambda: bridge.ingested >= 2, 15, "the gateway's parts")
         after = _counts(mes)
         assert after["Part"] == before["Part"] + 2
         assert after["energy_wh"] == before["energy_wh"] + 85
@@ -247,7 +240,7 @@ async def test_forged_and_empty_contexts_leave_the_running_batch_tags(
             ],
         )
         expected = {"machine": 1, "site": 1, "invalid": 2, "too_large": 1, "empty": 1}
-        await _until(lambda: link.refused == expected, f"refusals {expected}")
+        await wait_for(lambda: link.refused == expected, 15, f"refusals {expected}")
         assert link.context["mill-1"] == DEMO_MILL
         assert link.contexts_received == received
 
@@ -255,7 +248,7 @@ async def test_forged_and_empty_contexts_leave_the_running_batch_tags(
         await asyncio.to_thread(
             _forge, mosquitto.url, [(MILL_CONTEXT, _context(batch="OTHER-01"), True)]
         )
-        await _until(lambda: link.contexts_received == received + 1, "the valid context")
+        await wait_for(lambda: link.contexts_received == received + 1, 15, "the valid context")
         assert link.context["mill-1"]["batch"] == "OTHER-01"
     finally:
         await link.close()
@@ -287,7 +280,7 @@ async def test_with_signing_keys_only_signed_messages_count(
             ],
         )
         expected_ctx = {"signature_missing": 1, "signature_bad": 2}
-        await _until(lambda: link.refused == expected_ctx, f"context refusals {expected_ctx}")
+        await wait_for(lambda: link.refused == expected_ctx, 15, f"context refusals {expected_ctx}")
         assert link.context["mill-1"] == DEMO_MILL
 
         before = _counts(mes)
@@ -308,13 +301,13 @@ async def test_with_signing_keys_only_signed_messages_count(
             ],
         )
         expected = {"signature_missing": 1, "signature_bad": 2}
-        await _until(lambda: bridge.refused == expected, f"event refusals {expected}")
+        await wait_for(lambda: bridge.refused == expected, 15, f"event refusals {expected}")
         assert _counts(mes) == before
 
         # the gateway's events are signed and taken, end to end
         t0 = time.time_ns() - 3600 * S
         await link.write(_cycle(t0, 0, 100.0) + _cycle(t0, 1, 180.0))
-        await _until(lambda: bridge.ingested >= 1, "the gateway's signed part")
+        await wait_for(lambda: bridge.ingested >= 1, 15, "the gateway's signed part")
         assert _counts(mes)["Part"] == before["Part"] + 1
         assert bridge.refused == expected
     finally:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Callable
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from microfactory.mes.api.asgi_json import send_json
 from microfactory.mes.api.deps import USERNAME_CHARS, Runtime
 from microfactory.mes.audit import AuditRow
 
@@ -94,17 +94,10 @@ class AuditMiddleware:
         retry = max(1, int(wait + 0.999))
         state: dict[str, Any] = scope.setdefault("state", {})
         state["auth_failure"] = {"username": username[:USERNAME_CHARS], "reason": "rate limited"}
-        body = json.dumps({"detail": f"too many failed logins; try again in {retry} s"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(retry).encode()),
-                ],
-            }
+        await send_json(
+            send,
+            429,
+            f"too many failed logins; try again in {retry} s",
+            ((b"retry-after", str(retry).encode()),),
         )
-        await send({"type": "http.response.body", "body": body})
         return True

@@ -18,6 +18,8 @@ from typing import Any
 from fastapi.encoders import jsonable_encoder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from microfactory.mes.api.asgi_json import send_json
+
 log = logging.getLogger(__name__)
 
 
@@ -53,18 +55,7 @@ class BodySizeLimit:
                 scope.get("path"),
                 self.refused,
             )
-        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, f"request body larger than {self.max_bytes} bytes")
 
 
 class _LimitedRequest:
