@@ -69,21 +69,23 @@ def _plain(v: str) -> str:
     return _SURROGATE.sub(REPLACEMENT, v)
 
 
+def _name(v: str, escapes: dict[int, str]) -> str:
+    """A name or tag value on the line: no newline, no backslash a parser could misread."""
+    v = v.replace("\n", NEWLINE_SYMBOL)
+    return _AMBIGUOUS_BACKSLASH.sub(BACKSLASH_SYMBOL, v).translate(escapes)
+
+
 def escape_tag(v: str) -> str:
     """A tag key, tag value or field key as written on the line (never empty input)."""
     v = _plain(v[:MAX_TAG_CHARS])
     if _TAG_SPECIAL.search(v) is None:
         return v
-    v = v.replace("\n", NEWLINE_SYMBOL)
-    v = _AMBIGUOUS_BACKSLASH.sub(BACKSLASH_SYMBOL, v)
-    return v.translate(_TAG_ESCAPE)
+    return _name(v, _TAG_ESCAPE)
 
 
 def escape_measurement(v: str) -> str:
     """A measurement name as written on the line (``=`` needs no escape there)."""
-    v = _plain(v).replace("\n", NEWLINE_SYMBOL)
-    v = _AMBIGUOUS_BACKSLASH.sub(BACKSLASH_SYMBOL, v)
-    return v.translate(_MEASUREMENT_ESCAPE)
+    return _name(_plain(v), _MEASUREMENT_ESCAPE)
 
 
 def escape_string_field(v: str, *, keep_newlines: bool = True) -> str:

@@ -325,12 +325,17 @@ def open_signed(key: bytes | str | None, topic: str, payload: bytes) -> bytes:
     return body
 
 
-def check_signing_key(value: str | None, variable: str) -> str | None:
-    """A signing key of at least :data:`MIN_SIGNING_KEY_BYTES`, or None; the error names it."""
+def check_signing_key(
+    value: str | None,
+    variable: str,
+    hint: str = "e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`",
+) -> str | None:
+    """An HMAC key of at least :data:`MIN_SIGNING_KEY_BYTES`, or None; the error names the
+    variable (and says how to make one): a short or empty key lets anyone forge what it signs."""
     if value is not None and len(value.encode()) < MIN_SIGNING_KEY_BYTES:
         raise ValueError(
             f"{variable}: at least {MIN_SIGNING_KEY_BYTES} bytes, got {len(value.encode())} "
-            "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+            f"({hint})"
         )
     return value
 

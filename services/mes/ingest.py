@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from microfactory.contract import EVENT_ADAPTER, GapReported, PartCompleted, StateChanged
+from microfactory.contract import GapReported, PartCompleted, StateChanged
 from microfactory.mes.errors import Invalid
 from microfactory.mes.models import (
     Downtime,
@@ -33,7 +33,7 @@ MAX_NS = 2**62
 # than a large machine uses in a month, and sums of such values overflow a report's totals.
 MAX_EVENT_WH = 1e9
 MAX_CYCLE_TIME_S = 1e7
-MAX_STATE_CHARS = 16  # MachineStateRecord.state / previous, Machine.state
+STORED_STATE_CHARS = 16  # MachineStateRecord.state / previous, Machine.state
 
 
 @dataclass(slots=True)
@@ -76,8 +76,8 @@ def refusal(event: StateChanged | PartCompleted | GapReported) -> tuple[str, str
         # the wire allows longer text; the MES keeps states in String(16) columns, and a row
         # that PostgreSQL refuses would be redelivered forever
         for name, value in (("state", event.state), ("previous", event.previous)):
-            if value is not None and len(value) > MAX_STATE_CHARS:
-                return name, f"{len(value)} characters, the MES keeps at most {MAX_STATE_CHARS}"
+            if value is not None and len(value) > STORED_STATE_CHARS:
+                return name, f"{len(value)} characters, the MES keeps at most {STORED_STATE_CHARS}"
     return None
 
 
@@ -96,15 +96,6 @@ def value_problems(event: StateChanged | PartCompleted | GapReported) -> list[tu
         for name, value, limit, unit in checks
         if (problem := _implausible(name, value, limit, unit)) is not None
     ]
-
-
-def parse_event(payload: bytes | str) -> StateChanged | PartCompleted | GapReported:
-    """Validate a payload; raises pydantic.ValidationError on anything malformed.
-
-    Only the payload: what arrives over MQTT goes through ``contract.receive_event``, which
-    also checks its size, its signature and that topic, site and machine agree.
-    """
-    return EVENT_ADAPTER.validate_json(payload)
 
 
 def segment_at(session: Session, machine_id: str, ts_ns: int) -> RunSegment | None:
@@ -136,10 +127,8 @@ def ingest_event(
     outcome says so. ``strict`` (a person posting over HTTP) raises :class:`Invalid` instead.
     """
     start_ns = event.start_ns if isinstance(event, GapReported) else event.ts_ns
-    if not (0 <= event.ts_ns < MAX_NS and 0 <= start_ns < MAX_NS) or len(event.event_id) > 128:
-        return IngestResult(
-            event.event_id, "rejected: ts_ns or event_id out of range", rejected=True
-        )
+    if not (0 <= event.ts_ns < MAX_NS and 0 <= start_ns < MAX_NS):  # event_id: the contract
+        return IngestResult(event.event_id, "rejected: ts_ns out of range", rejected=True)
     if session.get(EventRecord, event.event_id) is not None:
         return IngestResult(event.event_id, "duplicate", duplicate=True)
     refused = refusal(event)

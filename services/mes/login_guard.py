@@ -163,6 +163,12 @@ class LoginGuard:
     busy: int = 0
     failures: int = 0
 
+    def limited(self, wait_s: float) -> tuple[int, str]:
+        """Count a login refused by the limits: (Retry-After in whole seconds, the answer)."""
+        self.rate_limited += 1
+        retry = max(1, int(wait_s + 0.999))
+        return retry, f"too many failed logins; try again in {retry} s"
+
     @classmethod
     def from_settings(cls, settings: MesSettings) -> LoginGuard:
         return cls(

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from microfactory.contract import check_signing_key, mes_client_id
+from microfactory.contract import MIN_SIGNING_KEY_BYTES, check_signing_key, mes_client_id
 from microfactory.mqtt.settings import (
     MqttSettings,
     TlsSettings,
@@ -18,7 +18,7 @@ from microfactory.mqtt.settings import (
 )
 
 DEFAULT_DB_PATH = Path("data") / "mes.sqlite"
-MIN_SECRET_KEY_BYTES = 32
+MIN_SECRET_KEY_BYTES = MIN_SIGNING_KEY_BYTES  # of the bearer tokens' HMAC key
 
 
 class ShiftSpec(BaseModel):
@@ -135,12 +135,11 @@ class MesSettings(BaseSettings):
     @classmethod
     def _long_secret_key(cls, v: str | None) -> str | None:
         # a short (or empty) key lets anyone forge admin tokens offline: refuse to start
-        if v is not None and len(v.encode()) < MIN_SECRET_KEY_BYTES:
-            raise ValueError(
-                f"MICROFACTORY_MES__SECRET_KEY: at least {MIN_SECRET_KEY_BYTES} bytes, got "
-                f"{len(v.encode())}; unset it to have one generated in the state directory"
-            )
-        return v
+        return check_signing_key(
+            v,
+            "MICROFACTORY_MES__SECRET_KEY",
+            "unset it to have one generated in the state directory",
+        )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> MesSettings:

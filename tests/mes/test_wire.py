@@ -9,16 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from microfactory import contract
 from microfactory.cli.ports import free_port
 from microfactory.gateway.config import parse_site_config
-from microfactory.gateway.sample import Sample
 from microfactory.gateway.sinks.mes_events.link import MesLink
 from microfactory.mes.demo import DemoMes, start_demo_mes
+from tests.helpers.mes_wire import mill_cycle, retained
 from tests.helpers.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -40,36 +38,12 @@ def _site(mqtt_url: str, tmp: Path) -> Any:
     )
 
 
-def _retained(url: str, topic: str) -> dict[str, bytes]:
-    """Read the retained messages under a topic filter with a plain MQTT client."""
-    host, port = url.removeprefix("mqtt://").split(":")
-    got: dict[str, bytes] = {}
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.time_ns()}")
-    client.on_message = lambda _c, _u, msg: got.__setitem__(msg.topic, bytes(msg.payload))
-    client.connect(host, int(port))
-    client.subscribe(topic, qos=1)
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and len(got) < 5:
-        client.loop(0.1)
-    client.disconnect()
-    return got
-
-
 async def _until(check: Any, what: str, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
-
-
-def _cycle(t0: int, part: int, wh: float) -> list[Sample]:
-    ts = t0 + part * 45 * S
-    return [
-        Sample("mill-1", "part_count", float(part), "count", ts),
-        Sample("mill-1", "good_count", float(part), "count", ts),
-        Sample("mill-1", "energy_active", wh, "Wh", ts),
-    ]
 
 
 async def _parts(mes: DemoMes) -> list[dict[str, Any]]:
@@ -97,11 +71,11 @@ async def test_context_and_events_across_an_mes_outage(
     try:
         # the demo put batches on the machines; their contexts are retained on the broker
         await _until(lambda: mes.runtime.mqtt_status() == "connected", "MES bridge")
-        retained = await asyncio.to_thread(
-            _retained, mosquitto.url, contract.context_subscription("demo")
+        on_wire = await asyncio.to_thread(
+            retained, mosquitto.url, contract.context_subscription("demo"), 5, 3.0
         )
         ctx = contract.MachineContext.model_validate_json(
-            retained[contract.context_topic("demo", "mill-1")]
+            on_wire[contract.context_topic("demo", "mill-1")]
         )
         assert (ctx.order, ctx.batch, ctx.operation) == ("SO-1001", "SO-1001-01", "20:mill bores")
         assert ctx.operator == "operator"
@@ -113,14 +87,16 @@ async def test_context_and_events_across_an_mes_outage(
             "product": "BRK-100",
         }
         t0 = time.time_ns() - 3600 * S
-        await link.write(_cycle(t0, 0, 100.0) + _cycle(t0, 1, 180.0) + _cycle(t0, 2, 265.5))
+        await link.write(
+            mill_cycle(t0, 0, 100.0) + mill_cycle(t0, 1, 180.0) + mill_cycle(t0, 2, 265.5)
+        )
         await _until(lambda: mes.runtime.publisher.ingested >= 2, "two parts ingested")  # type: ignore[attr-defined]
         parts = await _parts(mes)
         # before the run started (the demo started it now): machine parts, no batch
         assert sorted(p["energy_wh"] or 0 for p in parts) == [0, 85.5]
 
         await mes.stop()  # the MES is down; its persistent session keeps collecting events
-        await link.write(_cycle(t0, 3, 300.0) + _cycle(t0, 4, 390.0))
+        await link.write(mill_cycle(t0, 3, 300.0) + mill_cycle(t0, 4, 390.0))
         mes = await start()
         await _until(lambda: mes.runtime.publisher.ingested >= 2, "queued events after restart")  # type: ignore[attr-defined]
         parts = await _parts(mes)
@@ -130,7 +106,7 @@ async def test_context_and_events_across_an_mes_outage(
         fresh = MesLink.from_site(_site(mosquitto.url, tmp_path / "other"))
         fresh.settings = fresh.settings.model_copy(update={"client_id": "wire-test-gw-2"})
         await fresh.open()
-        replay = [s for p in range(5) for s in _cycle(t0, p, 100.0 + 70 * p)]
+        replay = [s for p in range(5) for s in mill_cycle(t0, p, 100.0 + 70 * p)]
         await fresh.write(replay)
         await fresh.close()
         await _until(lambda: mes.runtime.publisher.duplicates >= 1, "replay seen")  # type: ignore[attr-defined]

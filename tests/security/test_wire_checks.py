@@ -24,7 +24,6 @@ from sqlalchemy import func, select
 from microfactory import contract
 from microfactory.cli.ports import free_port
 from microfactory.gateway.config import parse_site_config
-from microfactory.gateway.sample import Sample
 from microfactory.gateway.sinks.mes_events.link import MesLink
 from microfactory.mes import db
 from microfactory.mes.api.app import create_app
@@ -34,6 +33,7 @@ from microfactory.mes.models import Downtime, EventRecord, Gap, MachineStateReco
 from microfactory.mes.seed import seed_demo, start_demo_batches
 from microfactory.mes.server import serve_in_loop
 from microfactory.mes.settings import MesSettings
+from tests.helpers.mes_wire import mill_cycle, retained
 from tests.helpers.servers import Mosquitto
 from tests.helpers.waiting import wait_for
 
@@ -110,21 +110,6 @@ def _forge(url: str, messages: list[tuple[str, bytes, bool]]) -> None:
         client.loop_stop()
 
 
-def _retained(url: str, topic: str) -> bytes:
-    host, port = url.removeprefix("mqtt://").split(":")
-    got: list[bytes] = []
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.time_ns()}")
-    client.on_message = lambda _c, _u, msg: got.append(bytes(msg.payload))
-    client.connect(host, int(port))
-    client.subscribe(topic, qos=1)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not got:
-        client.loop(0.1)
-    client.disconnect()
-    assert got, f"no retained message on {topic}"
-    return got[0]
-
-
 def _counts(mes: DemoMes) -> dict[str, int]:
     """What forged events would change: parts (and their energy), states, downtimes, gaps."""
     with mes.runtime.sessions() as session:
@@ -157,15 +142,6 @@ def _context(**over: Any) -> bytes:
     payload.update(order="FORGED", batch="FORGED-01", operation="1:forged", product="FORGED")
     payload.update(over)
     return json.dumps(payload).encode()
-
-
-def _cycle(t0: int, part: int, wh: float) -> list[Sample]:
-    ts = t0 + part * 45 * S
-    return [
-        Sample("mill-1", "part_count", float(part), "count", ts),
-        Sample("mill-1", "good_count", float(part), "count", ts),
-        Sample("mill-1", "energy_active", wh, "Wh", ts),
-    ]
 
 
 async def _chain(url: str, tmp: Path, key: str | None) -> tuple[DemoMes, MesLink]:
@@ -210,7 +186,9 @@ async def test_forged_events_on_an_open_broker_change_nothing(
         # the real gateway's events still get in (and the counts above could have moved)
         t0 = time.time_ns() - 3600 * S
         # (the first part after a start has no energy of its own: no earlier counter reading)
-        await link.write(_cycle(t0, 0, 100.0) + _cycle(t0, 1, 180.0) + _cycle(t0, 2, 265.0))
+        await link.write(
+            mill_cycle(t0, 0, 100.0) + mill_cycle(t0, 1, 180.0) + mill_cycle(t0, 2, 265.0)
+        )
         await wait_for(lambda: bridge.ingested >= 2, 15, "the gateway's parts")
         after = _counts(mes)
         assert after["Part"] == before["Part"] + 2
@@ -262,7 +240,9 @@ async def test_with_signing_keys_only_signed_messages_count(
     mes, link = await _chain(mosquitto.url, tmp_path, key=KEY)
     try:
         bridge = _bridge(mes)
-        on_wire = await asyncio.to_thread(_retained, mosquitto.url, MILL_CONTEXT)
+        found = await asyncio.to_thread(retained, mosquitto.url, MILL_CONTEXT, 1, 5.0)
+        assert MILL_CONTEXT in found, f"no retained message on {MILL_CONTEXT}"
+        on_wire = found[MILL_CONTEXT]
         with pytest.raises(contract.SignatureError):
             contract.open_signed(WRONG_KEY, MILL_CONTEXT, on_wire)
         assert json.loads(contract.open_signed(KEY, MILL_CONTEXT, on_wire))["batch"] == "SO-1001-01"
@@ -306,7 +286,7 @@ async def test_with_signing_keys_only_signed_messages_count(
 
         # the gateway's events are signed and taken, end to end
         t0 = time.time_ns() - 3600 * S
-        await link.write(_cycle(t0, 0, 100.0) + _cycle(t0, 1, 180.0))
+        await link.write(mill_cycle(t0, 0, 100.0) + mill_cycle(t0, 1, 180.0))
         await wait_for(lambda: bridge.ingested >= 1, 15, "the gateway's signed part")
         assert _counts(mes)["Part"] == before["Part"] + 1
         assert bridge.refused == expected

@@ -21,7 +21,7 @@ from starlette.types import Scope
 
 from microfactory.mes import db, seed
 from microfactory.mes.api import deps
-from microfactory.mes.api.audit_middleware import AuditMiddleware
+from microfactory.mes.api.audit_middleware import MUTATING, AuditMiddleware
 from microfactory.mes.api.hardening import install_http_guards
 from microfactory.mes.api.limits import bounded_errors
 from microfactory.mes.api.routes import catalog, operations, orders, reports, system
@@ -35,7 +35,6 @@ from microfactory.mes.settings import MesSettings
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 VERSION = "0.1.0"
 HOUSEKEEPING_S = 30  # audit flood summaries, retention and capacity checks
 

@@ -9,8 +9,6 @@ the answer is the one the route would give (same body, ``Retry-After``), only ch
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from microfactory.mes.api.asgi_json import send_json
-from microfactory.mes.api.deps import USERNAME_CHARS, Runtime
+from microfactory.mes.api.deps import Runtime, decode_basic, note_auth_failure, scope_address
 from microfactory.mes.audit import AuditRow
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -31,20 +29,9 @@ def basic_username(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, encoded = value.partition(b" ")
-            if scheme.lower() != b"basic":
-                return None
-            try:
-                decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            username, sep, _ = decoded.partition(":")
-            return username if sep else None
+            credential = decode_basic(encoded) if scheme.lower() == b"basic" else None
+            return credential[0] if credential and credential[1] is not None else None
     return None
-
-
-def scope_address(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "?"
 
 
 class AuditMiddleware:
@@ -90,14 +77,7 @@ class AuditMiddleware:
         wait = guard.throttle.retry_after(username, scope_address(scope))
         if not wait:
             return False
-        guard.rate_limited += 1
-        retry = max(1, int(wait + 0.999))
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["auth_failure"] = {"username": username[:USERNAME_CHARS], "reason": "rate limited"}
-        await send_json(
-            send,
-            429,
-            f"too many failed logins; try again in {retry} s",
-            ((b"retry-after", str(retry).encode()),),
-        )
+        retry, detail = guard.limited(wait)
+        note_auth_failure(scope, username, "rate limited")
+        await send_json(send, 429, detail, ((b"retry-after", str(retry).encode()),))
         return True

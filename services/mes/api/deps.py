@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,8 +18,9 @@ from fastapi.security import (
 )
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import Scope
 
-from microfactory.mes.audit import AuditTrail
+from microfactory.mes.audit import USERNAME_CHARS, AuditTrail
 from microfactory.mes.context import ContextPublisher, machine_context
 from microfactory.mes.errors import AuthError, Forbidden
 from microfactory.mes.login_guard import Busy, LoginGuard
@@ -93,33 +94,47 @@ _bearer = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth
 _basic = HTTPBasic(auto_error=False, description="username and password on every request")
 
 
-USERNAME_CHARS = 64  # what the audit trail keeps of an attempted user name
+def scope_address(scope: Scope) -> str:
+    """The peer's address (behind the reverse proxy named in ``forwarded_allow_ips``: the
+    forwarded one, which uvicorn resolves from X-Forwarded-For for that proxy only)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "?"
 
 
 def client_address(request: Request) -> str:
-    """The peer's address (behind a reverse proxy on 127.0.0.1: the forwarded one, which
-    uvicorn resolves from X-Forwarded-For for trusted proxies only)."""
-    return request.client.host if request.client else "?"
+    return scope_address(request.scope)
+
+
+def decode_basic(encoded: str | bytes) -> tuple[str, str | None] | None:
+    """(user name, password) of a Basic credential; password None without a ':'; None when
+    it is not base64 of UTF-8."""
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return username, password if sep else None
+
+
+def note_auth_failure(scope: Scope, username: str, reason: str) -> None:
+    """Tell the audit middleware who failed to authenticate, and why."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    state["auth_failure"] = {"username": username[:USERNAME_CHARS], "reason": reason}
 
 
 def _refuse(request: Request, username: str, reason: str, error: Exception) -> Exception:
     """Note an authentication failure for the audit trail; return the error to raise."""
-    request.state.auth_failure = {"username": username[:USERNAME_CHARS], "reason": reason}
+    note_auth_failure(request.scope, username, reason)
     return error
 
 
 def _too_many(runtime: Runtime, request: Request, username: str, wait_s: float) -> Exception:
-    runtime.login_guard.rate_limited += 1
-    retry = max(1, int(wait_s + 0.999))
+    retry, detail = runtime.login_guard.limited(wait_s)
     return _refuse(
         request,
         username,
         "rate limited",
-        HTTPException(
-            429,
-            f"too many failed logins; try again in {retry} s",
-            headers={"Retry-After": str(retry)},
-        ),
+        HTTPException(429, detail, headers={"Retry-After": str(retry)}),
     )
 
 
@@ -231,14 +246,9 @@ async def _user_from_header(request: Request, session: Session, runtime: Runtime
             )
         return user
     if scheme.lower() == "basic" and value:
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError) as err:
-            raise _refuse(
-                request, "", "malformed basic", AuthError("malformed basic credentials")
-            ) from err
-        username, sep, password = decoded.partition(":")
-        if not sep:
+        credential = decode_basic(value)
+        username, password = credential if credential is not None else ("", None)
+        if password is None:
             raise _refuse(
                 request, username, "malformed basic", AuthError("malformed basic credentials")
             )

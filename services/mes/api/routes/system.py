@@ -214,8 +214,15 @@ def metrics(runtime: RuntimeDep) -> str:
     guard = runtime.login_guard
     lines: list[str] = []
 
-    def put(name: str, kind: str, help_text: str, value: float) -> None:
-        lines.extend((f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value:g}"))
+    def put(
+        name: str, kind: str, help_text: str, value: float | dict[str, int], label: str = ""
+    ) -> None:
+        """One family: a value, or one sample per ``label`` value (a dict)."""
+        lines.extend((f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"))
+        if isinstance(value, dict):
+            lines.extend(f'{name}{{{label}="{k}"}} {n:g}' for k, n in sorted(value.items()))
+        else:
+            lines.append(f"{name} {value:g}")
 
     audit = runtime.audit.metrics()
     put("microfactory_mes_audit_rows", "gauge", "rows in the audit store", audit["rows"])
@@ -251,12 +258,13 @@ def metrics(runtime: RuntimeDep) -> str:
     )
     refused = getattr(runtime.publisher, "refused", None)  # the MQTT bridge, when there is one
     if isinstance(refused, dict):
-        name = "microfactory_mes_mqtt_refused_total"
-        lines += [
-            f"# HELP {name} machine events refused on arrival (forged, oversized, badly signed)",
-            f"# TYPE {name} counter",
-        ]
-        lines += [f'{name}{{reason="{reason}"}} {n}' for reason, n in sorted(refused.items())]
+        put(
+            "microfactory_mes_mqtt_refused_total",
+            "counter",
+            "machine events refused on arrival (forged, oversized, badly signed)",
+            refused,
+            label="reason",
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -303,8 +311,6 @@ def post_event(
     """
     if not 0 <= body.ts_ns < 2**62:
         raise Invalid("ts_ns", "outside the representable time range")
-    if len(body.event_id) > 128:
-        raise Invalid("event_id", "longer than 128 characters")
     try:
         result = ingest_event(session, body, runtime.settings.site, strict=True)
     except ValidationError as err:
