@@ -23,6 +23,14 @@ class Health:
     devices: dict[tuple[str, str], str] = field(default_factory=dict)  # (adapter, device) -> state
     # machine contexts the MES link refused on arrival, by reason (read from the link)
     context_refused: Callable[[], dict[str, int]] = dict
+    # the spool's disk: None while writes succeed, else why they fail ("disk full: …");
+    # while set the pipeline acknowledges nothing and adapters hold back (issue 14)
+    spool_disk_error: str | None = None
+    # background tasks that ended with an exception and were restarted, by task name
+    task_failures: Counter[str] = field(default_factory=Counter)
+    # last time.monotonic_ns() each background task showed life ("pipeline", "sink:<name>",
+    # "heartbeat"): /healthz and the systemd watchdog read them, never the tasks themselves
+    beats: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -39,4 +47,6 @@ class Health:
             "connections": dict(self.connections),
             "devices": {f"{a}/{d}": s for (a, d), s in self.devices.items()},
             "context_refused": self.context_refused(),
+            "spool_disk_error": self.spool_disk_error,
+            "task_failures": dict(self.task_failures),
         }
