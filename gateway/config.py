@@ -128,9 +128,45 @@ class SpoolSettings(_Section):
         default="drop_oldest",
         description=(
             "At the quota: `drop_oldest` deletes the oldest tenth and counts it per"
-            " sink; `stop_accepting` refuses new samples and counts them as "
-            "refused."
+            " sink (logged, at most one line a minute); `stop_accepting` takes no "
+            "more until rows leave: what does not fit is not acknowledged (MQTT QoS 1 "
+            "messages wait at the broker), it is held and offered again every second "
+            "(see `hold_max_samples`)."
         ),
+    )
+    hold_max_samples: int = Field(
+        default=50_000,
+        ge=100,
+        description=(
+            "While the spool cannot take samples (disk full, or the quota with "
+            "`stop_accepting`) the pipeline holds them in memory and retries every "
+            "second. Samples whose source waits for the acknowledgement (MQTT QoS 1) "
+            "are held whatever this says: nothing of them is acknowledged, so a restart "
+            "gets them again from the broker (memory: what the broker sends without "
+            "acknowledgement; Mosquitto 2.0.11 does not always stop at the MQTT 5 "
+            "`receive_maximum`). Samples from sources that cannot wait (Modbus, OPC UA) "
+            "are held up to this number, then refused and counted."
+        ),
+    )
+    dead_letters_max_age_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Dead letters older than this are pruned (checked once a minute; default 7 days).",
+    )
+    dead_letters_max_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="At most this many dead letters are kept; the oldest are pruned first.",
+    )
+    quarantine_max_age_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Quarantined points older than this are pruned (default 7 days).",
+    )
+    quarantine_max_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="At most this many quarantined points are kept; the oldest are pruned first.",
     )
     durability: Literal["full", "normal"] = Field(
         default="full",

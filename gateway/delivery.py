@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 
 from .errors import SinkError
 from .health import Health
 from .sample import Sample
 from .sinks.base import Sink
-from .spool import Spool
+from .spool import Spool, SpoolDiskError
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,17 @@ class Delivery:
     async def run(self) -> None:
         """Deliver until stopped; on stop, keep going until the spool is drained for us."""
         name = self.sink.name
+        beat = f"sink:{name}"
         while True:
-            batch = await self._spool.read(name, self.sink.batch_size)
+            self._health.beats[beat] = time.monotonic_ns()
+            try:
+                batch = await self._spool.read(name, self.sink.batch_size)
+            except SpoolDiskError as err:  # an I/O error reading: try again, do not die
+                log.warning("sink %s: cannot read the spool: %s", name, err)
+                await self._pause(1.0)
+                if self._stopping:
+                    return
+                continue
             if not batch:
                 if self._stopping:
                     return
@@ -117,9 +127,19 @@ class Delivery:
         return pause
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep before a retry; a stop request cuts it short (the batch stays spooled)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop_event.wait(), seconds)
+        """Sleep before a retry; a stop request cuts it short (the batch stays spooled).
+
+        Shows life every second meanwhile: a long Retry-After is not a hung task.
+        """
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while not self._stop_event.is_set():
+            self._health.beats[f"sink:{self.sink.name}"] = time.monotonic_ns()
+            left = end - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), min(1.0, left))
 
     async def _deliver(self, samples: list[Sample], poison: list[tuple[str, str]]) -> None:
         """Write, and when the server refuses the points themselves, find the bad ones by

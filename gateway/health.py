@@ -12,7 +12,7 @@ class Health:
     received: int = 0
     normalised: int = 0
     spooled: int = 0
-    refused: int = 0  # spool full with overflow stop_accepting
+    refused: int = 0  # turned away for good: sources that cannot wait, spool full or its disk
     dead_lettered: Counter[str] = field(default_factory=Counter)  # by source
     delivered: Counter[str] = field(default_factory=Counter)  # by sink
     retried: Counter[str] = field(default_factory=Counter)

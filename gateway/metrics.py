@@ -9,17 +9,19 @@ gateway's event loop or its spool thread.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from threading import Thread
-from typing import TYPE_CHECKING, get_args
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any, get_args
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from .adapters.base import ConnectionState, DeviceState
@@ -161,8 +163,20 @@ class GatewayCollector(Collector):
         yield device
 
 
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # no line per scrape
+        pass
+
+
+HealthzReport = Callable[[], tuple[int, dict[str, object]]]
+
+
 class MetricsServer:
-    """``/metrics`` on health.host:health.port (port 0: a free one, see :attr:`port`)."""
+    """``/metrics`` and ``/healthz`` on health.host:health.port (port 0: a free one).
+
+    A thread of its own serves them, so both answer while the gateway's event loop is stuck.
+    ``healthz`` is set by the runtime (see :mod:`.healthz`); other paths are 404.
+    """
 
     def __init__(
         self,
@@ -178,17 +192,35 @@ class MetricsServer:
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
         self.port = 0
+        self.healthz: HealthzReport | None = None
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self._metrics(environ, start_response)
+        if path == "/healthz" and self.healthz is not None:
+            code, body = self.healthz()
+            text = json.dumps(body).encode()
+            status = "200 OK" if code == 200 else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "application/json")])
+            return [text]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: /metrics or /healthz\n"]
 
     def start(self) -> None:
         s = self._settings
         try:
-            self._server, self._thread = start_http_server(s.port, s.host, self.registry)
+            self._metrics = make_wsgi_app(self.registry)
+            server = make_server(s.host, s.port, self._app, ThreadingWSGIServer, _Quiet)
+            self._thread = Thread(target=server.serve_forever, name="health-http", daemon=True)
+            self._thread.start()
+            self._server = server
         except OSError as err:
             # collecting data matters more than showing it: go on without /metrics
             log.error("metrics: cannot listen on %s:%d: %s", s.host, s.port, err)
             return
         self.port = int(self._server.server_address[1])
-        log.info("metrics on http://%s:%d/metrics", s.host, self.port)
+        log.info("health on http://%s:%d/metrics and /healthz", s.host, self.port)
 
     def stop(self) -> None:
         if self._server is not None:

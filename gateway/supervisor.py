@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -68,8 +69,30 @@ class Backoff:
         return max(0.0, min(delay, self.max_s))
 
 
+_ADDRESS = re.compile(r"\('(?P<host>[^']+)', (?P<port>\d+)")
+_OS_ERRORS: dict[type[BaseException], str] = {
+    ConnectionRefusedError: "connection refused",
+    ConnectionResetError: "connection reset",
+    ConnectionAbortedError: "connection aborted",
+    BrokenPipeError: "connection broken",
+}
+
+
 def describe_error(err: BaseException) -> str:
-    """An exception in words for a gap reason or a log line: its type, and its text if any."""
+    """An exception in short words for a gap reason or a log line (people read both).
+
+    A gap reason lands in InfluxDB beside the data, so it must not be a Python repr:
+    ``connection refused by 127.0.0.1:4840`` rather than ``[Errno 111] Connect call failed
+    ('127.0.0.1', 4840)``. Other errors (a bug, most often) keep their type and text.
+    """
+    if isinstance(err, TimeoutError):
+        return str(err) or "no answer in time"
+    for kind, words in _OS_ERRORS.items():
+        if isinstance(err, kind):
+            where = _ADDRESS.search(str(err))
+            return f"{words} by {where['host']}:{where['port']}" if where else words
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror[:1].lower() + err.strerror[1:]
     text = str(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 

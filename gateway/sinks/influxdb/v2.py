@@ -28,6 +28,8 @@ class InfluxV2Sink:
         self._settings = settings
         self._site = site
         self._client: InfluxDBClient | None = None
+        self._log = context.logger
+        self._missing_told = False  # the bucket's absence is logged once per spell
 
     async def open(self) -> None:
         s = self._settings
@@ -43,7 +45,10 @@ class InfluxV2Sink:
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
     async def ensure_database(self) -> None:
-        """Nothing to create: InfluxDB 2.x/3.x buckets are made by their administrator."""
+        """Nothing to create: InfluxDB 2.x/3.x buckets are made by their administrator.
+
+        A missing bucket is reported (once, by the write that meets it) and retried.
+        """
 
     async def close(self) -> None:
         if self._client is not None:
@@ -68,9 +73,21 @@ class InfluxV2Sink:
         try:
             await asyncio.to_thread(self._write, lines)
         except ApiException as err:
+            if err.status == 404 and not self._missing_told:
+                self._missing_told = True
+                self._log.error(
+                    "influxdb: bucket %s of org %s not found; create it (samples wait in the "
+                    "spool): %s",
+                    self._settings.bucket,
+                    self._settings.org,
+                    str(err.body or err.reason)[:200],
+                )
             headers: dict[str, str] = dict(err.headers or {})
             raise classify(
                 int(err.status or 0), str(err.body or err.reason), headers.get("Retry-After"), where
             ) from err
         except (Urllib3Error, OSError) as err:
             raise SinkError(f"{where}: {type(err).__name__}: {err}", retryable=True) from err
+        if self._missing_told:
+            self._missing_told = False
+            self._log.info("influxdb: bucket %s is there now", self._settings.bucket)
