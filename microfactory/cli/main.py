@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from .backup import backup as backup_command
+from .backup import restore as restore_command
 from .broker import app as broker_app
 from .extras import missing_for, require
 
@@ -20,6 +22,8 @@ app = typer.Typer(
 config_app = typer.Typer(help="Site config tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(broker_app, name="broker")
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 # Libraries whose every line is demoted to DEBUG: their warnings and tracebacks repeat what
@@ -101,17 +105,24 @@ def gateway(
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from err
 
-    async def main() -> None:
+    async def main() -> bool:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         gw = Gateway(site)
         await gw.start()
-        await stop.wait()
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(gw.failed.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
         await gw.stop(stop_timeout)
+        return gw.failed.is_set()
 
-    asyncio.run(main())
+    if asyncio.run(main()):  # a task kept failing: exit non-zero, systemd restarts us
+        from microfactory.gateway.runtime import EXIT_TASKS_FAILING
+
+        raise typer.Exit(EXIT_TASKS_FAILING)
 
 
 @app.command()
