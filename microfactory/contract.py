@@ -345,6 +345,7 @@ RefusalReason = Literal[
     "too_large",
     "topic",
     "site",
+    "other_site",  # the topic of another site (MES bridge: a site id differs, said once per site)
     "machine",
     "empty",
     "signature_missing",

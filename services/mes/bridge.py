@@ -11,6 +11,13 @@ within the size cap, signed when ``mqtt_signing_key`` is set, valid, and its top
 machine agree with the payload and with our site (:func:`microfactory.contract.receive_event`).
 A refused message is acknowledged (a redelivery would be refused again, forever), not
 stored, counted by reason in :attr:`MqttBridge.refused`, and logged once per topic and reason.
+
+A gateway and an MES configured with different site ids used to be silent: the MES subscribed
+to its own site only and never saw a thing. The bridge also listens, at QoS 0 (the broker
+queues nothing of other sites for us while we are down), to the events of every site: an
+event of another site is stored nowhere, counted under ``other_site``, and the first one of
+each foreign site logs one warning naming both ids and what to set. A broker whose ACL denies
+that wildcard (the generated config does) simply sends nothing on it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ from microfactory.mes.settings import MesSettings
 from microfactory.mqtt.client import Message, MqttClient, PublishStatus, Reconnect
 
 log = logging.getLogger(__name__)
+
+ALL_SITES_EVENTS = f"{contract.TOPIC_ROOT}/+/events/+"
+"""Every site's events: a wrong site id on either side shows up as ``other_site`` refusals."""
+MAX_FOREIGN_SITES = 64  # sites warned about: a spray of topics cannot grow memory or the log
 
 
 class BridgeError(Exception):
@@ -49,6 +60,12 @@ class MqttBridge:
         self.rejected = 0  # stored in the event log as rejected (a gap ending before it starts)
         self._key = settings.mqtt_signing_key
         self._refusals = contract.RefusalLog(log, "MES bridge")
+        self._count_lock = threading.Lock()  # not _lock: a scrape must not wait for a commit
+        self._other_site = 0  # counted here: logged once per site, not per topic (RefusalLog)
+        self._foreign_sites: set[str] = set()
+        # MQTT 5 brokers may deliver our own site's events once per matching subscription:
+        # the copy from the wildcard follows the one just stored, byte for byte.
+        self._last_stored: tuple[str, bytes] | None = None
         self._client = MqttClient(
             broker,
             name="MES bridge",
@@ -80,7 +97,11 @@ class MqttBridge:
     @property
     def refused(self) -> dict[str, int]:
         """Messages refused before storage, by reason (``contract.RefusalReason``)."""
-        return self._refusals.snapshot()
+        counts = self._refusals.snapshot()
+        with self._count_lock:
+            if self._other_site:
+                counts["other_site"] = self._other_site
+        return counts
 
     # ----------------------------------------------------------------- publishing
     def publish_context(self, context: contract.MachineContext) -> None:
@@ -113,7 +134,9 @@ class MqttBridge:
 
     # ----------------------------------------------------------------- callbacks (client thread)
     def _on_connect(self, _session_present: bool) -> None:
-        self._client.subscribe([(contract.event_subscription(self._settings.site), 1)])
+        self._client.subscribe(
+            [(contract.event_subscription(self._settings.site), 1), (ALL_SITES_EVENTS, 0)]
+        )
         try:
             self.republish_all()
         except SQLAlchemyError:
@@ -126,8 +149,15 @@ class MqttBridge:
                 msg.topic, msg.payload, site=self._settings.site, key=self._key
             )
         except contract.Refused as refusal:
-            self._refusals.refuse(msg.topic, refusal)
+            parts = contract.parse_topic(msg.topic)
+            if refusal.reason == "site" and parts is not None and parts.site != self._settings.site:
+                self._refuse_other_site(parts.site)
+            else:
+                self._refusals.refuse(msg.topic, refusal)
             ack()  # refused again on every redelivery: never leave it to the broker
+            return
+        if self._settings.mqtt_protocol == "5" and self._last_stored == (msg.topic, msg.payload):
+            ack()  # the wildcard's copy of the event just stored
             return
         try:
             with self._lock, self._sessions() as session:
@@ -143,4 +173,24 @@ class MqttBridge:
         else:
             self.ingested += 1
         log.debug("event %s on %s: %s", event.event_id, event.machine, result.outcome)
+        self._last_stored = (msg.topic, msg.payload)
         ack()
+
+    def _refuse_other_site(self, site: str) -> None:
+        """Count an event of another site; warn once per site (the ids differ, or the broker
+        carries several sites): the fix is one setting on one side."""
+        site = site[:80]  # a topic level can be 64 KiB; %r below escapes control characters
+        with self._count_lock:
+            self._other_site += 1
+            first = site not in self._foreign_sites and len(self._foreign_sites) < MAX_FOREIGN_SITES
+            if first:
+                self._foreign_sites.add(site)
+        if first:
+            log.warning(
+                "MES bridge: events of site %r arrive, but this MES serves site %r: they are "
+                "not stored. If they are this workshop's machines, give both the same site id: "
+                "`site:` in the gateway's site.yaml or MICROFACTORY_MES__SITE in mes.env "
+                '(further ones are counted in microfactory_mes_mqtt_refused_total{reason="other_site"})',
+                site,
+                self._settings.site,
+            )

@@ -261,7 +261,7 @@ def metrics(runtime: RuntimeDep) -> str:
         put(
             "microfactory_mes_mqtt_refused_total",
             "counter",
-            "machine events refused on arrival (forged, oversized, badly signed)",
+            "machine events refused on arrival (forged, oversized, badly signed, of another site)",
             refused,
             label="reason",
         )
