@@ -20,6 +20,8 @@ if (( want_test )); then
     [[ -x /usr/bin/chromium ]] || packages+=(chromium)
     command -v node >/dev/null || packages+=(nodejs npm)  # node-opcua server, Tahu Sparkplug node
     command -v socat >/dev/null || packages+=(socat)  # serial-port pairs for Modbus RTU tests
+    command -v debootstrap >/dev/null || packages+=(debootstrap)  # a fresh root for install.sh
+    command -v shellcheck >/dev/null || packages+=(shellcheck)  # deploy/*.sh checked by the tests
 fi
 if (( ${#packages[@]} )); then
     sudo=""
