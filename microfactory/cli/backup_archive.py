@@ -201,16 +201,37 @@ def _locked(db: Path) -> bool:
     return False
 
 
-def _owner() -> tuple[int, int] | None:
+def _ids(user: str, group: str) -> tuple[int, int] | None:
+    """(uid, gid) of ``user``:``group`` when running as root and both exist, else None."""
     if os.geteuid() != 0:
         return None
+    import grp
     import pwd
 
     try:
-        pw = pwd.getpwnam("microfactory")
+        return pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
     except KeyError:
         return None
-    return pw.pw_uid, pw.pw_gid
+
+
+def _layout(section: str, path: Path) -> tuple[int, tuple[int, int] | None]:
+    """Mode and owner of a restored file, as deploy/install.sh lays the install out.
+
+    Data belongs to the service user; the config is root's, readable by the service group
+    (the first admin's password root's alone); the broker's users and ACL are readable by
+    Mosquitto, which drops to its own user before reading them.
+    """
+    if section == "data":
+        return 0o600, _ids("microfactory", "microfactory")
+    if section == "broker":
+        if path.name in ("passwd", "acl"):
+            return 0o640, _ids("root", "mosquitto")
+        if path.name == "mosquitto.conf":
+            return 0o644, None
+        return 0o600, None
+    if path.name == "admin-password":
+        return 0o600, None
+    return (0o600 if _is_secret(path) else 0o640), _ids("root", "microfactory")
 
 
 def _is_secret(path: Path) -> bool:
@@ -243,7 +264,7 @@ def restore(archive: Path, targets: Sources, force: bool) -> list[Path]:
             raise BackupError(
                 f"{occupied[0]} is not empty: give --force to move it aside and restore"
             )
-        owner = _owner()
+        dir_owner = _ids("microfactory", "microfactory")
         for section, root in targets.items():
             src = staged / section
             if not src.is_dir():
@@ -257,12 +278,15 @@ def restore(archive: Path, targets: Sources, force: bool) -> list[Path]:
                 out = root / path.relative_to(src)
                 if path.is_dir():
                     out.mkdir(exist_ok=True, mode=0o750)
-                else:
-                    out.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-                    shutil.copy2(path, out)
-                    os.chmod(out, 0o600 if _is_secret(out) or section == "data" else 0o640)
+                    if section == "data" and dir_owner is not None:
+                        os.chown(out, *dir_owner)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+                shutil.copy2(path, out)
+                mode, owner = _layout(section, out)
+                os.chmod(out, mode)
                 if owner is not None:
                     os.chown(out, *owner)
-            if owner is not None:
-                os.chown(root, *owner)
+            if section == "data" and dir_owner is not None:
+                os.chown(root, *dir_owner)
     return moved

@@ -50,7 +50,9 @@ def test_backup_while_writing_then_restore_fresh(tmp_path: Path) -> None:
     restore(archive, fresh, force=False)
     assert _count(fresh.data / "spool.sqlite") == 101
     assert _count(fresh.data / "adapters" / "state.sqlite") == 100
-    assert stat.S_IMODE((fresh.broker / "passwd").stat().st_mode) == 0o600
+    # readable by Mosquitto (group), by nobody else; as deploy/install.sh lays it out
+    assert stat.S_IMODE((fresh.broker / "passwd").stat().st_mode) == 0o640
+    assert stat.S_IMODE((fresh.config / "site.yaml").stat().st_mode) == 0o640
 
 
 def test_rotation_keeps_newest(tmp_path: Path) -> None:
