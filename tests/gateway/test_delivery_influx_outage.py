@@ -16,6 +16,7 @@ from microfactory.gateway.sinks.influxdb.v1 import InfluxV1Sink
 from tests.helpers.gateway import (
     SIGNAL,
     Publisher,
+    both_connected,
     expected_stats,
     influx_stats,
     influx_total,
@@ -63,8 +64,7 @@ async def test_influxdb_outage_under_load_loses_nothing_and_keeps_order(
     pub = publisher_factory(big_queue_mosquitto.url, prefix)
     try:
         await sink.ensure_database()
-        await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", 15, "mqtt")
-        await asyncio.to_thread(pub.wait_connected)
+        await both_connected(gw, pub)
         await asyncio.sleep(0.3)  # the subscription settles on the broker
         pub.start(rate_per_s=2000)
         await wait_for(lambda: gw.health.delivered[sink.name] >= 2000, 30, "first deliveries")

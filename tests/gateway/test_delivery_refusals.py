@@ -20,7 +20,14 @@ import pytest
 
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
-from tests.helpers.gateway import ORIGIN_NS, Publisher, expected_stats, influx_stats, site_dict
+from tests.helpers.gateway import (
+    ORIGIN_NS,
+    Publisher,
+    both_connected,
+    expected_stats,
+    influx_stats,
+    site_dict,
+)
 from tests.helpers.overloaded_influx import OverloadedInflux, Refusal
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import wait_for
@@ -29,8 +36,7 @@ pytestmark = pytest.mark.faults
 
 
 async def _connected(gw: Gateway, pub: Publisher) -> None:
-    await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", 15, "mqtt")
-    await asyncio.to_thread(pub.wait_connected)
+    await both_connected(gw, pub)
     await asyncio.sleep(0.3)  # the subscription settles on the broker
 
 

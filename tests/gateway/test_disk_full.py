@@ -23,6 +23,7 @@ from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
 from tests.helpers.gateway import (
     Publisher,
+    both_connected,
     expected_stats,
     influx_stats,
     influx_total,
@@ -95,8 +96,7 @@ async def test_disk_fills_and_frees_nothing_lost(
         await gw.start()
         pub = publisher_factory(big_queue_mosquitto.url, prefix)
         try:
-            await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", 15, "mqtt")
-            await asyncio.to_thread(pub.wait_connected)
+            await both_connected(gw, pub)
             await asyncio.to_thread(wait_flowing, pub, influxdb1, "faults")
             pub.start(rate_per_s=1000)
             relay.hold.set()  # InfluxDB "down": the spool grows, as in a long outage
@@ -172,8 +172,7 @@ async def test_starts_on_a_full_disk_and_recovers(
         try:
             reason = gw.health.spool_disk_error
             assert reason is not None and str(disk) in reason
-            await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", 15, "mqtt")
-            await asyncio.to_thread(pub.wait_connected)
+            await both_connected(gw, pub)
             pub.publish(per_machine)
             await asyncio.to_thread(pub.wait_all_acked)
             await asyncio.sleep(3.0)  # heartbeats and retries meet the full disk

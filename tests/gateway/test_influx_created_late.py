@@ -12,7 +12,7 @@ import pytest
 
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
-from tests.helpers.gateway import Publisher, expected_stats, influx_stats, site_dict
+from tests.helpers.gateway import Publisher, both_connected, expected_stats, influx_stats, site_dict
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import wait_for
 
@@ -38,8 +38,7 @@ async def test_database_created_when_influx_comes_up_late(
     await gw.start()
     pub = publisher_factory(big_queue_mosquitto.url, prefix)
     try:
-        await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", 15, "mqtt")
-        await asyncio.to_thread(pub.wait_connected)
+        await both_connected(gw, pub)
         pub.publish(250)
         await asyncio.to_thread(pub.wait_all_acked)
         await wait_for(lambda: gw.health.spooled == pub.total_sent, 30, "spooled")
@@ -64,8 +63,7 @@ async def test_database_dropped_while_running_is_created_again(
     await gw.start()
     pub = publisher_factory(big_queue_mosquitto.url, prefix)
     try:
-        await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", 15, "mqtt")
-        await asyncio.to_thread(pub.wait_connected)
+        await both_connected(gw, pub)
         pub.publish(10)
         await wait_for(lambda: gw.health.delivered["influxdb"] == 40, 30, "first delivered")
         await asyncio.to_thread(drop_database, influxdb1, "faults")

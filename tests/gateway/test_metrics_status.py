@@ -12,7 +12,7 @@ import pytest
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
 from microfactory.gateway.status import fetch
-from tests.helpers.gateway import Publisher, site_dict
+from tests.helpers.gateway import Publisher, both_connected, site_dict
 from tests.helpers.overloaded_influx import OverloadedInflux
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import wait_for
@@ -36,8 +36,7 @@ async def test_metrics_and_status_show_every_stage(
         try:
             assert gw.metrics is not None and gw.metrics.port > 0
             url = gw.metrics.url
-            await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", 15, "mqtt")
-            await asyncio.to_thread(pub.wait_connected)
+            await both_connected(gw, pub)
             await asyncio.sleep(0.3)
             pub.publish(100)
             pub.publish_raw(f"{prefix}/m1/power_active", b"not json")

@@ -22,7 +22,7 @@ from microfactory.cli.backup_archive import Sources, backup, restore
 from microfactory.cli.ports import free_port
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
-from tests.helpers.gateway import Publisher, influx_stats, site_dict
+from tests.helpers.gateway import Publisher, both_connected, influx_stats, site_dict
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import wait_for
 
@@ -65,8 +65,7 @@ async def test_restore_on_a_fresh_install_delivers_the_unsent_spool(
     await gw.start()
     pub = publisher_factory(big_queue_mosquitto.url, prefix)
     try:
-        await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", 15, "mqtt")
-        await asyncio.to_thread(pub.wait_connected)
+        await both_connected(gw, pub)
         pub.publish(PER_MACHINE)
         produced = len(pub.machines) * PER_MACHINE
         await wait_for(lambda: gw.health.spooled == produced, 60, "all spooled")

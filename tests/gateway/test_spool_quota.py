@@ -13,7 +13,14 @@ import pytest
 
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
-from tests.helpers.gateway import ORIGIN_NS, STEP_NS, Publisher, influx_stats, site_dict
+from tests.helpers.gateway import (
+    ORIGIN_NS,
+    STEP_NS,
+    Publisher,
+    both_connected,
+    influx_stats,
+    site_dict,
+)
 from tests.helpers.overloaded_influx import OverloadedInflux
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import wait_for
@@ -46,8 +53,7 @@ async def test_outage_longer_than_the_quota(
         pub = publisher_factory(big_queue_mosquitto.url, prefix)
         peak = 0
         try:
-            await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", 15, "mqtt")
-            await asyncio.to_thread(pub.wait_connected)
+            await both_connected(gw, pub)
             await asyncio.sleep(0.3)
             pub.publish(PER_MACHINE)
             produced = len(pub.machines) * PER_MACHINE

@@ -14,7 +14,7 @@ import pytest
 
 from microfactory.gateway.config import parse_site_config
 from microfactory.gateway.runtime import Gateway
-from tests.helpers.gateway import Publisher, expected_stats, influx_stats, site_dict
+from tests.helpers.gateway import Publisher, both_connected, expected_stats, influx_stats, site_dict
 from tests.helpers.overloaded_influx import OverloadedInflux
 from tests.helpers.servers import InfluxDB1, Mosquitto
 from tests.helpers.waiting import wait_for
@@ -51,8 +51,7 @@ async def test_refused_messages_stay_at_the_broker(
         first = gw.pipeline
         pub = publisher_factory(big_queue_mosquitto.url, prefix)
         try:
-            await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", 15, "mqtt")
-            await asyncio.to_thread(pub.wait_connected)
+            await both_connected(gw, pub)
             pub.publish(PER_MACHINE)
             await asyncio.to_thread(pub.wait_all_acked)
             produced = pub.total_acked

@@ -9,6 +9,7 @@ adds nothing).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -19,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -27,7 +28,10 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers.servers import InfluxDB1
-from tests.helpers.waiting import wait_for_sync
+from tests.helpers.waiting import wait_for, wait_for_sync
+
+if TYPE_CHECKING:
+    from microfactory.gateway.runtime import Gateway
 
 SIGNAL = "power_active"
 ORIGIN_NS = (time.time_ns() // 1_000_000_000) * 1_000_000_000  # whole second, test session start
@@ -322,3 +326,9 @@ def wait_flowing(pub: Publisher, influx: InfluxDB1, database: str, timeout_s: fl
         pub.publish_raw(f"{pub.prefix}/m1/temperature", payload)
         n += 1
         time.sleep(0.25)
+
+
+async def both_connected(gw: Gateway, pub: Publisher, timeout_s: float = 15) -> None:
+    """Wait until the gateway's ``mqtt-in`` adapter and the publisher are both on the broker."""
+    await wait_for(lambda: gw.health.connections.get("mqtt-in") == "connected", timeout_s, "mqtt")
+    await asyncio.to_thread(pub.wait_connected)
