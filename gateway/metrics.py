@@ -74,7 +74,7 @@ class GatewayCollector(Collector):
             ("received", h.received, "samples adapters handed to the pipeline"),
             ("normalised", h.normalised, "samples that passed normalisation and validation"),
             ("spooled", h.spooled, "samples committed to the spool (acknowledged upstream)"),
-            ("refused", h.refused, "samples refused by a full spool (stop_accepting)"),
+            ("refused", h.refused, "samples turned away: spool or disk full, source cannot wait"),
             ("gaps", h.gaps, "data gaps reported by adapters (connection lost and back)"),
         ):
             yield CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
