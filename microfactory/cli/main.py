@@ -14,6 +14,7 @@ import typer
 from .backup import backup as backup_command
 from .backup import restore as restore_command
 from .broker import app as broker_app
+from .doctor import doctor as doctor_command
 from .extras import missing_for, require
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(broker_app, name="broker")
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)
+app.command("doctor")(doctor_command)
 
 
 # Libraries whose every line is demoted to DEBUG: their warnings and tracebacks repeat what
