@@ -37,9 +37,7 @@ def run_checks(
         return [Finding("FAIL", "config", str(err).replace("\n", "; "))]
     found = [Finding("OK", "config", f"{config}: site {site.site}, {len(site.machines)} machines")]
     if site.mqtt is not None and (site.adapters or site.mes_link is not None):
-        address = site.mqtt.address
-        ca = site.mqtt.tls.ca_file if site.mqtt.tls else None
-        found += check_broker(address.host, address.port, address.tls, ca)
+        found += check_broker(site.mqtt)
     if site.health.enabled:
         found.append(check_gateway(f"http://{site.health.host}:{site.health.port}/healthz"))
     influx = site.influxdb

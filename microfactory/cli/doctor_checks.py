@@ -12,13 +12,13 @@ gateway itself is connected is what its ``/healthz`` says.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
 import os
 import shutil
 import socket
-import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,7 +27,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from microfactory.mqtt.settings import MqttSettings
 
 Level = Literal["OK", "WARN", "FAIL"]
 TIMEOUT_S = 5.0
@@ -91,43 +94,46 @@ def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, str]:
         return 0, str(reason)
 
 
-def check_broker(host: str, port: int, tls: bool, ca_file: Path | None) -> list[Finding]:
-    """The broker answers, and refuses a client without a login."""
+def check_broker(settings: MqttSettings) -> list[Finding]:
+    """The broker answers, and refuses a client without a login (through our MQTT client)."""
+    from microfactory.mqtt.client import ConnectRefused, MqttClient, Reconnect
+
+    address = settings.address
+    where = f"{address.host}:{address.port}"
     try:
-        socket.create_connection((host, port), timeout=TIMEOUT_S).close()
+        socket.create_connection((address.host, address.port), timeout=TIMEOUT_S).close()
     except OSError as err:
         return [
             Finding(
                 "FAIL",
                 "broker",
-                f"nothing answers at {host}:{port} ({err.strerror or err}): is Mosquitto running?",
+                f"nothing answers at {where} ({err.strerror or err}): is Mosquitto running?",
             )
         ]
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    codes: list[int] = []
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"microfactory-doctor-{uuid.uuid4().hex[:8]}"
+    found = [Finding("OK", "broker", f"{where} answers")]
+    anonymous = settings.model_copy(
+        update={
+            "client_id": f"microfactory-doctor-{uuid.uuid4().hex[:8]}",
+            "username": None,
+            "password": None,
+            "username_from_client_id": False,
+        }
     )
-    if tls:
-        client.tls_set(ca_certs=str(ca_file) if ca_file else None)
-    client.on_connect = lambda c, u, f, rc, p: codes.append(int(rc.value))
+    client = MqttClient(anonymous, name="doctor", reconnect=Reconnect.SINGLE_SESSION)
+
+    async def attempt() -> None:
+        try:
+            await client.connect(TIMEOUT_S)
+        finally:
+            await client.close()
+
     try:
-        client.connect(host, port, keepalive=10)
-        deadline = TIMEOUT_S * 10
-        while not codes and deadline > 0:
-            client.loop(timeout=0.1)
-            deadline -= 1
-    except (OSError, ssl.SSLError) as err:
-        return [Finding("FAIL", "broker", f"{host}:{port} answers but MQTT fails: {err}")]
-    finally:
-        with contextlib.suppress(Exception):
-            client.disconnect()
-    found = [Finding("OK", "broker", f"{host}:{port} answers")]
-    if not codes:
-        found.append(Finding("WARN", "broker", "no answer to an MQTT connect in time"))
-    elif codes[0] == 0:
+        asyncio.run(attempt())
+    except ConnectRefused:
+        found.append(Finding("OK", "broker security", "anonymous clients are refused"))
+    except (OSError, TimeoutError) as err:
+        found.append(Finding("FAIL", "broker", f"{where} answers but MQTT fails: {err}"))
+    else:
         found.append(
             Finding(
                 "FAIL",
@@ -136,8 +142,6 @@ def check_broker(host: str, port: int, tls: bool, ca_file: Path | None) -> list[
                 "events; give it the config of `microfactory broker config`",
             )
         )
-    else:
-        found.append(Finding("OK", "broker security", "anonymous clients are refused"))
     return found
 
 
