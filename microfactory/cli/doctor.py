@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from .doctor_checks import (
     environment,
     read_env_file,
 )
+
+if TYPE_CHECKING:
+    from microfactory.gateway.config import SiteConfig
 
 
 def run_checks(
@@ -52,15 +55,31 @@ def run_checks(
     found += check_mes(url, site.site, menv.get("MICROFACTORY_MES__SITE"))
     found.append(check_disk(Path(site.spool.path).resolve().parent))
     found.append(check_clock())
+    found += [check_certificate(name, path) for name, path in certificates(site, menv)]
+    return found
+
+
+def certificates(site: SiteConfig, mes_env: dict[str, str]) -> list[tuple[str, Path]]:
+    """(label, path) of each certificate the configs name: the gateway's MQTT TLS files, each
+    OPC UA adapter's client certificate, the MES's HTTPS certificate and its MQTT TLS files.
+    A certificate the programs make themselves (OPC UA without ``certificate:``) is not listed."""
     certs: list[tuple[str, Path]] = []
     if site.mqtt is not None and site.mqtt.tls is not None:
         for label, path in (("mqtt ca", site.mqtt.tls.ca_file), ("mqtt", site.mqtt.tls.cert_file)):
             if path is not None:
                 certs.append((label, path))
-    if menv.get("MICROFACTORY_MES__TLS_CERT"):
-        certs.append(("mes https", Path(menv["MICROFACTORY_MES__TLS_CERT"])))
-    found += [check_certificate(name, path) for name, path in certs]
-    return found
+    for adapter in site.adapters:
+        path = getattr(adapter, "certificate", None)  # OPC UA adapters (DER or PEM)
+        if isinstance(path, Path):
+            certs.append((f"opcua {adapter.name}", path))
+    for label, key in (
+        ("mes https", "MICROFACTORY_MES__TLS_CERT"),
+        ("mes mqtt ca", "MICROFACTORY_MES__MQTT_TLS__CA_FILE"),
+        ("mes mqtt", "MICROFACTORY_MES__MQTT_TLS__CERT_FILE"),
+    ):
+        if mes_env.get(key):
+            certs.append((label, Path(mes_env[key])))
+    return certs
 
 
 def doctor(
@@ -84,6 +103,7 @@ def doctor(
         typer.echo(finding.line())
     failed = sum(f.level == "FAIL" for f in findings)
     warned = sum(f.level == "WARN" for f in findings)
-    typer.echo(f"doctor: {len(findings)} checks, {failed} failed, {warned} warnings")
+    plural = "" if warned == 1 else "s"
+    typer.echo(f"doctor: {len(findings)} checks, {failed} failed, {warned} warning{plural}")
     if failed:
         raise typer.Exit(1)

@@ -279,11 +279,15 @@ def check_clock() -> Finding:
 
 
 def check_certificate(name: str, path: Path, now: datetime | None = None) -> Finding:
-    """A PEM certificate's expiry: expired FAIL, within 30 days WARN."""
+    """A certificate's expiry (PEM, or DER as OPC UA uses): expired FAIL, within 30 days WARN."""
     from cryptography import x509
 
     try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        raw = path.read_bytes()
+        if b"-----BEGIN" in raw:
+            cert = x509.load_pem_x509_certificate(raw)
+        else:
+            cert = x509.load_der_x509_certificate(raw)
     except (OSError, ValueError) as err:
         return Finding("FAIL", f"certificate {name}", f"cannot read {path}: {err}")
     ends = cert.not_valid_after_utc
